@@ -1,0 +1,235 @@
+//! Effects: the deterministic description of what a write changed, as stored in the log.
+//!
+//! The log never holds what a client typed; it holds what changed (see docs/design.md,
+//! "Effects, not commands"). Every effect names one db and at most one key (SWAPDB and MOVE
+//! name a second db, RENAME a second key), and replaying the same effects on the same prior
+//! state always yields the same state: values are read from the key after the command ran,
+//! expiries are absolute, pops name a count rather than the popped elements.
+//!
+//! Invariants:
+//! - `decode(kind, encode(e)) == e` for every effect (tested, including property tests).
+//! - Decoding never panics on arbitrary bytes: a bad payload is a typed `DecodeError`.
+//! - The byte format is explicit little-endian (docs/format.md, "Effect payloads"); it does
+//!   not depend on Rust layout. Kinds are stable numbers: new kinds get new numbers.
+
+mod codec;
+pub mod model;
+
+pub use codec::{decode, encode, DecodeError};
+
+/// Field/value pairs (hash fields, stream entry fields), in order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A Redis stream entry id (`ms-seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// A whole typed value, as read from a key after a command ran.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    String(Vec<u8>),
+    /// Elements from head to tail.
+    List(Vec<Vec<u8>>),
+    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Set(Vec<Vec<u8>>),
+    Zset(Vec<(Vec<u8>, f64)>),
+    /// A stream as the server's own `DUMP` serialization: the module API cannot read
+    /// consumer groups, so streams round-trip through `DUMP`/`RESTORE` to keep them whole.
+    StreamDump(Vec<u8>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::String(_) => "string",
+            Value::List(_) => "list",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::Zset(_) => "zset",
+            Value::StreamDump(_) => "stream",
+        }
+    }
+}
+
+/// Which end of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Head,
+    Tail,
+}
+
+/// No expiry, in the encoding of `Effect::Put::expire_at_ms`.
+pub const NO_EXPIRE: i64 = -1;
+
+/// One deterministic change to one db. The db itself travels in the log record header.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Set the key to this whole value with this absolute expiry (unix ms, or NO_EXPIRE).
+    Put {
+        key: Vec<u8>,
+        value: Value,
+        expire_at_ms: i64,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    ExpireAt {
+        key: Vec<u8>,
+        at_ms: i64,
+    },
+    Persist {
+        key: Vec<u8>,
+    },
+    /// INCRBY semantics (integer strings; a missing key counts as 0).
+    IncrBy {
+        key: Vec<u8>,
+        by: i64,
+    },
+    /// INCRBYFLOAT with the increment as the client wrote it: replayed by the server's own
+    /// long-double arithmetic, which is what produced the acknowledged value.
+    IncrByFloat {
+        key: Vec<u8>,
+        by: Vec<u8>,
+    },
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    /// Move the key from the record's db to `to_db`.
+    Move {
+        key: Vec<u8>,
+        to_db: u8,
+    },
+    HashSet {
+        key: Vec<u8>,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    HashDel {
+        key: Vec<u8>,
+        fields: Vec<Vec<u8>>,
+    },
+    SetAdd {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+    },
+    SetRem {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+    },
+    /// Members with their score after the command (ZADD, ZINCRBY, GEOADD).
+    ZsetAdd {
+        key: Vec<u8>,
+        pairs: Vec<(Vec<u8>, f64)>,
+    },
+    ZsetRem {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+    },
+    /// Pop up to `count` members with the lowest (`max == false`) or highest scores.
+    ZsetPop {
+        key: Vec<u8>,
+        max: bool,
+        count: u64,
+    },
+    /// Push elements one by one at `end`, in order (as LPUSH/RPUSH do with their arguments).
+    ListPush {
+        key: Vec<u8>,
+        end: End,
+        elements: Vec<Vec<u8>>,
+    },
+    /// Pop up to `count` elements from `end`.
+    ListPop {
+        key: Vec<u8>,
+        end: End,
+        count: u64,
+    },
+    /// LTRIM semantics (inclusive, negative indexes from the tail).
+    ListTrim {
+        key: Vec<u8>,
+        start: i64,
+        stop: i64,
+    },
+    StreamAdd {
+        key: Vec<u8>,
+        id: StreamId,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Remove every entry below `min_id`; `None` removes every entry (the stream stays).
+    StreamTrim {
+        key: Vec<u8>,
+        min_id: Option<StreamId>,
+    },
+    FlushDb,
+    FlushAll,
+    /// Swap the record's db with `other`.
+    SwapDb {
+        other: u8,
+    },
+}
+
+impl Effect {
+    /// The key the effect is about, if it has one (for reports and tools).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Effect::Put { key, .. }
+            | Effect::Delete { key }
+            | Effect::ExpireAt { key, .. }
+            | Effect::Persist { key }
+            | Effect::IncrBy { key, .. }
+            | Effect::IncrByFloat { key, .. }
+            | Effect::Move { key, .. }
+            | Effect::HashSet { key, .. }
+            | Effect::HashDel { key, .. }
+            | Effect::SetAdd { key, .. }
+            | Effect::SetRem { key, .. }
+            | Effect::ZsetAdd { key, .. }
+            | Effect::ZsetRem { key, .. }
+            | Effect::ZsetPop { key, .. }
+            | Effect::ListPush { key, .. }
+            | Effect::ListPop { key, .. }
+            | Effect::ListTrim { key, .. }
+            | Effect::StreamAdd { key, .. }
+            | Effect::StreamTrim { key, .. } => Some(key),
+            Effect::Rename { from, .. } => Some(from),
+            Effect::FlushDb | Effect::FlushAll | Effect::SwapDb { .. } => None,
+        }
+    }
+
+    /// A short stable name (for `nvm-tool dump` and logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::Put { .. } => "put",
+            Effect::Delete { .. } => "delete",
+            Effect::ExpireAt { .. } => "expire-at",
+            Effect::Persist { .. } => "persist",
+            Effect::IncrBy { .. } => "incr-by",
+            Effect::IncrByFloat { .. } => "incr-by-float",
+            Effect::Rename { .. } => "rename",
+            Effect::Move { .. } => "move",
+            Effect::HashSet { .. } => "hash-set",
+            Effect::HashDel { .. } => "hash-del",
+            Effect::SetAdd { .. } => "set-add",
+            Effect::SetRem { .. } => "set-rem",
+            Effect::ZsetAdd { .. } => "zset-add",
+            Effect::ZsetRem { .. } => "zset-rem",
+            Effect::ZsetPop { .. } => "zset-pop",
+            Effect::ListPush { .. } => "list-push",
+            Effect::ListPop { .. } => "list-pop",
+            Effect::ListTrim { .. } => "list-trim",
+            Effect::StreamAdd { .. } => "stream-add",
+            Effect::StreamTrim { .. } => "stream-trim",
+            Effect::FlushDb => "flush-db",
+            Effect::FlushAll => "flush-all",
+            Effect::SwapDb { .. } => "swap-db",
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! [`MappedFile`]: a [`Media`] over a shared memory mapping of a file.
+//!
+//! Invariants: the mapping covers exactly `len` bytes for the whole life of the value and
+//! is unmapped on drop; every access is bounds-checked against `len` before any pointer
+//! arithmetic; the flush strategy (cache-line write-back or msync) is fixed at open time
+//! and reported with a one-sentence reason so the user knows what "durable" means here.
+
+use super::{check_range, check_word, CacheFlush, Media, MediaError, MediaMode, RequestedMode};
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A file mapped with MAP_SHARED (plus MAP_SYNC in dax mode).
+pub struct MappedFile {
+    ptr: *mut u8,
+    len: u64,
+    mode: MediaMode,
+    writable: bool,
+    page_size: usize,
+    /// Emulate mode: a flush happened since the last fence, so the next fence pays the
+    /// modelled NVM write latency.
+    flushed_since_fence: AtomicBool,
+    path: PathBuf,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; every access goes
+// through bounds-checked copies or atomics, so sharing the pointer across threads is sound
+// (callers that write concurrently to one range get torn data, never memory unsafety).
+unsafe impl Send for MappedFile {}
+// SAFETY: see `Send` above: `&self` methods only copy bytes or use atomics.
+unsafe impl Sync for MappedFile {}
+
+fn io_err(path: &Path, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+impl MappedFile {
+    /// Maps an existing file read-write and resolves `requested` into the mode in effect.
+    ///
+    /// `len_hint`: 0 maps the whole file; otherwise at most `len_hint` bytes are mapped
+    /// (never more than the file holds, so a store can never SIGBUS past its end).
+    /// Returns the media and one sentence saying why this mode was chosen.
+    pub fn open(
+        path: &Path,
+        len_hint: u64,
+        requested: RequestedMode,
+        emulate_delay_ns: u64,
+    ) -> Result<(MappedFile, String), MediaError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| MediaError::Io {
+                op: "open",
+                source: io_err(path, "open", e),
+            })?;
+        let len = map_len(&file, path, len_hint)?;
+        let flush = CacheFlush::detect();
+        let shared = libc::PROT_READ | libc::PROT_WRITE;
+        let p = path.display();
+        let (ptr, mode, reason) = match (requested, flush) {
+            (RequestedMode::Dax, Some(flush)) => match map_sync(&file, len) {
+                Ok(ptr) => (
+                    ptr,
+                    MediaMode::Dax(flush),
+                    format!(
+                        "dax mode requested and MAP_SYNC granted by {p}: flushing with {flush}"
+                    ),
+                ),
+                Err(e) => {
+                    return Err(MediaError::Unsupported(format!(
+                        "MAP_SYNC refused by {p}: {e}; not a DAX filesystem"
+                    )))
+                }
+            },
+            (RequestedMode::Auto, Some(flush)) => match map_sync(&file, len) {
+                Ok(ptr) => (
+                    ptr,
+                    MediaMode::Dax(flush),
+                    format!("MAP_SYNC granted by {p}: persistent memory, flushing with {flush}"),
+                ),
+                Err(e) => (
+                    map_plain(&file, len, shared, path)?,
+                    MediaMode::Msync,
+                    format!("MAP_SYNC refused ({e}): {p} is not on a DAX filesystem, using msync"),
+                ),
+            },
+            (RequestedMode::Auto, None) => (
+                map_plain(&file, len, shared, path)?,
+                MediaMode::Msync,
+                "this CPU has no cache-line flush instruction, using msync".to_string(),
+            ),
+            (RequestedMode::Emulate, Some(flush)) => (
+                map_plain(&file, len, shared, path)?,
+                MediaMode::Emulate {
+                    flush,
+                    delay_ns: emulate_delay_ns,
+                },
+                format!(
+                    "emulate mode requested: treating a plain mapping of {p} as persistent memory \
+                     ({flush} + sfence, delay {emulate_delay_ns} ns) - NOT power-loss safe"
+                ),
+            ),
+            (RequestedMode::Dax | RequestedMode::Emulate, None) => {
+                return Err(MediaError::Unsupported(format!(
+                    "{requested} mode needs cache-line flush instructions, which this CPU lacks"
+                )))
+            }
+            (RequestedMode::Msync, _) => (
+                map_plain(&file, len, shared, path)?,
+                MediaMode::Msync,
+                format!("msync mode requested: every flush of {p} is an msync(MS_SYNC)"),
+            ),
+        };
+        Ok((
+            MappedFile {
+                ptr,
+                len,
+                mode,
+                writable: true,
+                page_size: page_size(),
+                flushed_since_fence: AtomicBool::new(false),
+                path: path.to_path_buf(),
+            },
+            reason,
+        ))
+    }
+
+    /// Maps an existing file read-only (PROT_READ) for inspection tools: every write,
+    /// store or flush fails with `Unsupported`. Mode reported: msync.
+    pub fn open_readonly(path: &Path, len_hint: u64) -> Result<MappedFile, MediaError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| MediaError::Io {
+                op: "open",
+                source: io_err(path, "open", e),
+            })?;
+        let len = map_len(&file, path, len_hint)?;
+        let ptr = map_plain(&file, len, libc::PROT_READ, path)?;
+        Ok(MappedFile {
+            ptr,
+            len,
+            mode: MediaMode::Msync,
+            writable: false,
+            page_size: page_size(),
+            flushed_since_fence: AtomicBool::new(false),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The mapped file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_writable(&self) -> Result<(), MediaError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(MediaError::Unsupported(format!(
+                "{} is mapped read-only",
+                self.path.display()
+            )))
+        }
+    }
+}
+
+/// How many bytes to map: the file's length, capped by `len_hint` when non-zero.
+fn map_len(file: &std::fs::File, path: &Path, len_hint: u64) -> Result<u64, MediaError> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| MediaError::Io {
+            op: "stat",
+            source: io_err(path, "stat", e),
+        })?
+        .len();
+    let len = if len_hint == 0 {
+        file_len
+    } else {
+        file_len.min(len_hint)
+    };
+    if len == 0 {
+        return Err(MediaError::Unsupported(format!(
+            "cannot map {}: the file is empty",
+            path.display()
+        )));
+    }
+    if usize::try_from(len).is_err() {
+        return Err(MediaError::Unsupported(format!(
+            "cannot map {}: {len} bytes exceed the address space",
+            path.display()
+        )));
+    }
+    Ok(len)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a constant system parameter.
+    let sz = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(sz).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+/// mmap(MAP_SHARED_VALIDATE | MAP_SYNC): succeeds only on a DAX filesystem, where stores
+/// flushed from the CPU caches are durable without any call into the kernel.
+#[cfg(target_os = "linux")]
+fn map_sync(file: &std::fs::File, len: u64) -> Result<*mut u8, io::Error> {
+    let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a fresh mapping at a kernel-chosen address (no existing memory is affected);
+    // the fd is valid for the duration of the call and the result is checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ptr.cast::<u8>())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map_sync(_file: &std::fs::File, _len: u64) -> Result<*mut u8, io::Error> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+fn map_plain(
+    file: &std::fs::File,
+    len: u64,
+    prot: libc::c_int,
+    path: &Path,
+) -> Result<*mut u8, MediaError> {
+    let len_usize = usize::try_from(len).map_err(|_| {
+        MediaError::Unsupported(format!("cannot map {} bytes of {}", len, path.display()))
+    })?;
+    // SAFETY: a fresh mapping at a kernel-chosen address (no existing memory is affected);
+    // the fd is valid for the duration of the call and the result is checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len_usize,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(MediaError::Io {
+            op: "mmap",
+            source: io_err(path, "mmap", io::Error::last_os_error()),
+        })
+    } else {
+        Ok(ptr.cast::<u8>())
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // `len` was checked to fit in usize at open.
+        let len = usize::try_from(self.len).unwrap_or(0);
+        // SAFETY: `ptr`/`len` describe the mapping created at open; it is unmapped exactly
+        // once, here, and no reference into it can outlive `self`.
+        unsafe {
+            libc::munmap(self.ptr.cast::<libc::c_void>(), len);
+        }
+    }
+}
+
+impl Media for MappedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn mode(&self) -> MediaMode {
+        self.mode
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        let start = check_range(offset, buf.len() as u64, self.len)?;
+        // SAFETY: [start, start+buf.len()) lies inside the mapping (checked above) and
+        // `buf` is a distinct Rust allocation, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(start), buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        self.check_writable()?;
+        let start = check_range(offset, data.len() as u64, self.len)?;
+        // SAFETY: [start, start+data.len()) lies inside the writable mapping (checked
+        // above) and `data` is a distinct Rust allocation, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(start), data.len());
+        }
+        Ok(())
+    }
+
+    fn store_u64_atomic(&self, offset: u64, value: u64) -> Result<(), MediaError> {
+        self.check_writable()?;
+        let start = check_word(offset, self.len)?;
+        // SAFETY: the word is inside the writable mapping and 8-aligned (checked above;
+        // the mapping itself is page-aligned), which is all AtomicU64 requires; a single
+        // aligned 8-byte store cannot be torn (invariant 7).
+        let word = unsafe { AtomicU64::from_ptr(self.ptr.add(start).cast::<u64>()) };
+        word.store(value.to_le(), Ordering::Release);
+        Ok(())
+    }
+
+    fn load_u64(&self, offset: u64) -> Result<u64, MediaError> {
+        let start = check_word(offset, self.len)?;
+        // SAFETY: the word is inside the mapping and 8-aligned (checked above).
+        let word = unsafe { AtomicU64::from_ptr(self.ptr.add(start).cast::<u64>()) };
+        Ok(u64::from_le(word.load(Ordering::Acquire)))
+    }
+
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        self.check_writable()?;
+        let start = check_range(offset, len, self.len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // `offset + len <= self.len`, which was checked to fit in usize at open.
+        let end = start + len as usize;
+        match self.mode {
+            MediaMode::Dax(kind) | MediaMode::Emulate { flush: kind, .. } => {
+                let first = start - start % super::CACHE_LINE as usize;
+                // SAFETY: [first, end) is inside the mapping: `first` only rounds `start`
+                // down to a line boundary inside the same page, and the mapping is
+                // page-aligned.
+                unsafe { flush_lines(kind, self.ptr.add(first), end - first) };
+                self.flushed_since_fence.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            MediaMode::Msync | MediaMode::CrashSim => {
+                // msync wants a page-aligned start: round down and widen the length.
+                let page_start = start - start % self.page_size;
+                // SAFETY: [page_start, end) is inside the mapping (the page start is at or
+                // after the page-aligned mapping start) and msync does not write memory.
+                let rc = unsafe {
+                    libc::msync(
+                        self.ptr.add(page_start).cast::<libc::c_void>(),
+                        end - page_start,
+                        libc::MS_SYNC,
+                    )
+                };
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(MediaError::Io {
+                        op: "msync",
+                        source: io_err(&self.path, "msync", io::Error::last_os_error()),
+                    })
+                }
+            }
+        }
+    }
+
+    fn fence(&self) -> Result<(), MediaError> {
+        match self.mode {
+            MediaMode::Dax(_) => {
+                sfence();
+                Ok(())
+            }
+            MediaMode::Emulate { delay_ns, .. } => {
+                sfence();
+                if delay_ns > 0 && self.flushed_since_fence.swap(false, Ordering::Relaxed) {
+                    spin_for(Duration::from_nanos(delay_ns));
+                }
+                Ok(())
+            }
+            // msync(MS_SYNC) has already waited for the write-back.
+            MediaMode::Msync | MediaMode::CrashSim => Ok(()),
+        }
+    }
+}
+
+/// Busy-waits: sleeping would cost far more than the few hundred ns being modelled.
+fn spin_for(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// Writes back every 64-byte line in `[p, p+len)`.
+///
+/// # Safety
+/// `[p, p+len)` must lie inside one live mapping.
+#[cfg(target_arch = "x86_64")]
+unsafe fn flush_lines(kind: CacheFlush, p: *mut u8, len: usize) {
+    use std::arch::asm;
+    let step = super::CACHE_LINE as usize;
+    let lines = len.div_ceil(step);
+    // No `nomem` option: the asm blocks are compiler barriers, so earlier stores to these
+    // lines are emitted before the write-back instruction.
+    match kind {
+        CacheFlush::Clwb => {
+            for i in 0..lines {
+                // SAFETY: the line is inside the mapping (caller's contract).
+                unsafe {
+                    asm!("clwb [{0}]", in(reg) p.add(i * step), options(nostack, preserves_flags))
+                };
+            }
+        }
+        CacheFlush::Clflushopt => {
+            for i in 0..lines {
+                // SAFETY: the line is inside the mapping (caller's contract).
+                unsafe {
+                    asm!("clflushopt [{0}]", in(reg) p.add(i * step), options(nostack, preserves_flags))
+                };
+            }
+        }
+        CacheFlush::Clflush => {
+            for i in 0..lines {
+                // SAFETY: the line is inside the mapping (caller's contract).
+                unsafe {
+                    asm!("clflush [{0}]", in(reg) p.add(i * step), options(nostack, preserves_flags))
+                };
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn flush_lines(_kind: CacheFlush, _p: *mut u8, _len: usize) {
+    // Unreachable: Dax/Emulate modes are refused at open on non-x86_64 targets.
+}
+
+#[cfg(target_arch = "x86_64")]
+fn sfence() {
+    // SAFETY: sfence only orders stores and flushes; it touches no memory.
+    unsafe { std::arch::asm!("sfence", options(nostack, preserves_flags)) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn sfence() {}

@@ -1,0 +1,446 @@
+//! The pool file: a superblock, the log's commit word, then the log (layout v1, see
+//! docs/format.md). All integers little-endian at explicit offsets.
+//!
+//! Invariants: a pool file at its final path always has a valid superblock (a new pool
+//! is formatted under a temporary name and linked into place only once durable); the
+//! process that opened a pool holds an exclusive flock on it for the `Pool`'s lifetime;
+//! an existing pool keeps the size recorded in its superblock.
+
+#![forbid(unsafe_code)]
+
+mod superblock;
+
+pub use superblock::{
+    Superblock, SuperblockError, BLOCK_LEN, FORMAT_VERSION, LOG_HEAD_OFFSET, LOG_OFFSET,
+    LOG_TAIL_OFFSET, MAGIC, MIN_POOL_SIZE, SUPERBLOCK_CRC_LEN,
+};
+
+use crate::log::Log;
+use crate::pmem::{allocate_file, MappedFile, Media, MediaError, MediaMode, RequestedMode};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How to open or create a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    pub path: PathBuf,
+    /// Size of a new pool in bytes (rounded down to 4 KiB); ignored for an existing pool.
+    pub size: u64,
+    pub mode: RequestedMode,
+    /// Emulate mode only: busy-wait per fence that follows a flush.
+    pub emulate_flush_delay_ns: u64,
+}
+
+/// What an open pool is, for logs and `NVM.INFO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    pub path: PathBuf,
+    /// This open created the pool.
+    pub created: bool,
+    /// Hyphenated hex.
+    pub uuid: String,
+    /// The pool's size per its superblock.
+    pub size: u64,
+    pub mode: MediaMode,
+    /// One sentence: why this mode.
+    pub mode_reason: String,
+    pub created_unix_ms: u64,
+}
+
+/// Errors opening or creating a pool. Each displays as one line naming the path.
+#[derive(Debug)]
+pub enum PoolError {
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    /// The directory that should hold the pool does not exist (we never create it).
+    MissingDir(PathBuf),
+    Media {
+        path: PathBuf,
+        source: MediaError,
+    },
+    /// Another process (or another open in this one) holds the pool's lock.
+    Locked(PathBuf),
+    BadMagic {
+        path: PathBuf,
+    },
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u32,
+    },
+    SuperblockChecksum {
+        path: PathBuf,
+    },
+    /// The superblock's fields are inconsistent with layout v1.
+    BadLayout {
+        path: PathBuf,
+        reason: String,
+    },
+    /// A requested size below the 1 MiB minimum.
+    TooSmall {
+        path: PathBuf,
+        size: u64,
+        min: u64,
+    },
+    /// The file is too short to hold even the superblock and the commit word.
+    Truncated {
+        path: PathBuf,
+        file_len: u64,
+        need: u64,
+    },
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Io { path, op, source } => {
+                write!(f, "pool {}: {op} failed: {source}", path.display())
+            }
+            PoolError::MissingDir(dir) => write!(
+                f,
+                "pool directory {} does not exist (create it first)",
+                dir.display()
+            ),
+            PoolError::Media { path, source } => write!(f, "pool {}: {source}", path.display()),
+            PoolError::Locked(path) => write!(
+                f,
+                "pool {} is locked by another process (is another server using it?)",
+                path.display()
+            ),
+            PoolError::BadMagic { path } => write!(
+                f,
+                "{} is not a redis-nvm pool (bad magic in the superblock)",
+                path.display()
+            ),
+            PoolError::UnsupportedVersion { path, version } => write!(
+                f,
+                "pool {} has format version {version}; this build reads version {FORMAT_VERSION}",
+                path.display()
+            ),
+            PoolError::SuperblockChecksum { path } => write!(
+                f,
+                "pool {}: superblock checksum mismatch (the pool header is corrupt)",
+                path.display()
+            ),
+            PoolError::BadLayout { path, reason } => {
+                write!(f, "pool {}: bad superblock: {reason}", path.display())
+            }
+            PoolError::TooSmall { path, size, min } => write!(
+                f,
+                "pool {}: size {size} bytes is below the minimum of {min} bytes",
+                path.display()
+            ),
+            PoolError::Truncated {
+                path,
+                file_len,
+                need,
+            } => write!(
+                f,
+                "pool {} is only {file_len} bytes, too short for a pool header ({need} bytes)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::Io { source, .. } => Some(source),
+            PoolError::Media { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// An open pool: its media, superblock and log.
+pub struct Pool {
+    media: Arc<dyn Media>,
+    superblock: Superblock,
+    log: Log,
+    info: PoolInfo,
+    /// Holds the flock for the pool's lifetime (None for caller-supplied media).
+    _lock: Option<File>,
+}
+
+/// The path reported for media that does not come from a file.
+const MEDIA_PATH: &str = "<caller-supplied media>";
+
+impl Pool {
+    /// Opens the pool at `opts.path`, creating it (size `opts.size`) if the file does not
+    /// exist. The parent directory must exist.
+    pub fn open_or_create(opts: &PoolOptions) -> Result<Pool, PoolError> {
+        let path = opts.path.as_path();
+        let dir = parent_dir(path);
+        if !dir.is_dir() {
+            return Err(PoolError::MissingDir(dir.to_path_buf()));
+        }
+        let (file, created) = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => {
+                lock(&file, path, true)?;
+                (file, false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (create_pool_file(opts)?, true),
+            Err(e) => return Err(io_error(path, "open", e)),
+        };
+        let sb = read_superblock_from_file(&file, path)?;
+        let (media, reason) =
+            MappedFile::open(path, sb.pool_size, opts.mode, opts.emulate_flush_delay_ns)
+                .map_err(|source| media_error(path, source))?;
+        Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file))
+    }
+
+    /// Opens an existing pool for inspection: read-only mapping, shared lock (so it fails
+    /// with `Locked` while a server has the pool), never writes. Appends fail.
+    pub fn open_readonly(path: &Path) -> Result<Pool, PoolError> {
+        let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
+        lock(&file, path, false)?;
+        let sb = read_superblock_from_file(&file, path)?;
+        let media = MappedFile::open_readonly(path, sb.pool_size)
+            .map_err(|source| media_error(path, source))?;
+        let reason = "opened read-only for inspection".to_string();
+        Pool::assemble(Arc::new(media), sb, path, false, reason, Some(file))
+    }
+
+    /// Opens a pool on caller-supplied media (tests use `CrashSim`). `create` formats a
+    /// fresh superblock and an empty log over the whole media first.
+    pub fn from_media(media: Box<dyn Media>, create: bool) -> Result<Pool, PoolError> {
+        let media: Arc<dyn Media> = Arc::from(media);
+        let path = Path::new(MEDIA_PATH);
+        let sb = if create {
+            let sb = Superblock::new(media.len(), random_uuid(), now_unix_ms())
+                .map_err(|e| sb_error(path, e))?;
+            format_media(media.as_ref(), &sb).map_err(|source| media_error(path, source))?;
+            sb
+        } else {
+            let need = LOG_OFFSET;
+            if media.len() < need {
+                return Err(PoolError::Truncated {
+                    path: path.to_path_buf(),
+                    file_len: media.len(),
+                    need,
+                });
+            }
+            let mut raw = [0u8; SUPERBLOCK_CRC_LEN + 4];
+            media
+                .read(0, &mut raw)
+                .map_err(|source| media_error(path, source))?;
+            Superblock::decode(&raw).map_err(|e| sb_error(path, e))?
+        };
+        let reason = "media supplied by the caller".to_string();
+        Pool::assemble(media, sb, path, create, reason, None)
+    }
+
+    fn assemble(
+        media: Arc<dyn Media>,
+        sb: Superblock,
+        path: &Path,
+        created: bool,
+        mode_reason: String,
+        lock: Option<File>,
+    ) -> Result<Pool, PoolError> {
+        let log = Log::open(
+            Arc::clone(&media),
+            LOG_TAIL_OFFSET,
+            sb.log_offset,
+            sb.log_capacity,
+        )
+        .map_err(|source| media_error(path, source))?;
+        let info = PoolInfo {
+            path: path.to_path_buf(),
+            created,
+            uuid: sb.uuid_string(),
+            size: sb.pool_size,
+            mode: media.mode(),
+            mode_reason,
+            created_unix_ms: sb.created_unix_ms,
+        };
+        Ok(Pool {
+            media,
+            superblock: sb,
+            log,
+            info,
+            _lock: lock,
+        })
+    }
+
+    pub fn info(&self) -> &PoolInfo {
+        &self.info
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// The media under the pool (for layers that will store more than the log).
+    pub fn media(&self) -> &dyn Media {
+        self.media.as_ref()
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut Log {
+        &mut self.log
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn io_error(path: &Path, op: &'static str, source: io::Error) -> PoolError {
+    PoolError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+fn media_error(path: &Path, source: MediaError) -> PoolError {
+    PoolError::Media {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sb_error(path: &Path, e: SuperblockError) -> PoolError {
+    let path = path.to_path_buf();
+    match e {
+        SuperblockError::BadMagic => PoolError::BadMagic { path },
+        SuperblockError::UnsupportedVersion(version) => {
+            PoolError::UnsupportedVersion { path, version }
+        }
+        SuperblockError::Checksum => PoolError::SuperblockChecksum { path },
+        SuperblockError::Layout(reason) => PoolError::BadLayout { path, reason },
+        SuperblockError::TooSmall { size, min } => PoolError::TooSmall { path, size, min },
+    }
+}
+
+/// flock(LOCK_EX|LOCK_NB) (or LOCK_SH for readers) held until `file` is closed.
+fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), PoolError> {
+    let res = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PoolError::Locked(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(path, "flock", e)),
+    }
+}
+
+fn read_superblock_from_file(file: &File, path: &Path) -> Result<Superblock, PoolError> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| io_error(path, "stat", e))?
+        .len();
+    if file_len < LOG_OFFSET {
+        return Err(PoolError::Truncated {
+            path: path.to_path_buf(),
+            file_len,
+            need: LOG_OFFSET,
+        });
+    }
+    let mut raw = [0u8; SUPERBLOCK_CRC_LEN + 4];
+    file.read_exact_at(&mut raw, 0)
+        .map_err(|e| io_error(path, "read superblock", e))?;
+    Superblock::decode(&raw).map_err(|e| sb_error(path, e))
+}
+
+/// Creates a new pool file: formatted and made durable under a temporary name, then
+/// hard-linked into place, so that the final path never names a half-made pool. The
+/// returned file is locked.
+fn create_pool_file(opts: &PoolOptions) -> Result<File, PoolError> {
+    let path = opts.path.as_path();
+    let sb =
+        Superblock::new(opts.size, random_uuid(), now_unix_ms()).map_err(|e| sb_error(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pool".to_string());
+    let tmp = parent_dir(path).join(format!(".{name}.creating-{}", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, "create", e))?;
+    let result = format_new_file(&file, &tmp, path, &sb);
+    // The temporary name goes in every case: on success the pool lives on under `path`.
+    let _ = std::fs::remove_file(&tmp);
+    result?;
+    // Make the new directory entry itself durable.
+    File::open(parent_dir(path))
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(parent_dir(path), "fsync directory", e))?;
+    Ok(file)
+}
+
+fn format_new_file(file: &File, tmp: &Path, path: &Path, sb: &Superblock) -> Result<(), PoolError> {
+    lock(file, tmp, true)?;
+    allocate_file(file, sb.pool_size).map_err(|e| io_error(path, "posix_fallocate", e))?;
+    // fallocate zero-fills, so the commit word (0 = empty log) needs no write.
+    file.write_all_at(&sb.encode_block(), 0)
+        .map_err(|e| io_error(tmp, "write superblock", e))?;
+    file.sync_all().map_err(|e| io_error(tmp, "fsync", e))?;
+    match std::fs::hard_link(tmp, path) {
+        Ok(()) => Ok(()),
+        // Another process created the pool meanwhile: it holds the lock on that file.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(PoolError::Locked(path.to_path_buf()))
+        }
+        Err(e) => Err(io_error(path, "link new pool file", e)),
+    }
+}
+
+/// Writes the superblock and an empty log's commit word through the media, durably.
+fn format_media(media: &dyn Media, sb: &Superblock) -> Result<(), MediaError> {
+    media.write(0, &sb.encode_block())?;
+    media.store_u64_atomic(LOG_TAIL_OFFSET, 0)?;
+    media.store_u64_atomic(LOG_HEAD_OFFSET, 0)?;
+    media.flush(0, BLOCK_LEN)?;
+    media.flush(LOG_TAIL_OFFSET, LOG_HEAD_OFFSET + 8 - LOG_TAIL_OFFSET)?;
+    media.fence()
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A random (version 4) uuid from /dev/urandom; falls back to clock and pid mixing,
+/// which is unique enough for telling pools apart.
+fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    let ok = File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut u))
+        .is_ok();
+    if !ok {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        u[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
+        u[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        u[12..16].copy_from_slice(&((nanos >> 64) as u32).to_le_bytes());
+    }
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
+}

@@ -1,0 +1,333 @@
+//! Capture: turns a keyspace notification into effects and appends them to the log.
+//!
+//! Runs synchronously inside the command, after the data changed and before the server
+//! returns from executing it, so the reply can only leave after the effects are durable
+//! (invariant 1). What each event becomes:
+//! - deletions (`del`, `expired`, `evicted`): `Delete`; expiry changes: `ExpireAt`/`Persist`
+//!   read back as absolute times; RENAME and MOVE: one effect from their two events;
+//! - events a hint explains (see `hints`): a field-level effect whose values are read from
+//!   the key (O(argument), never O(collection));
+//! - strings: the value from argv (SET family) or the increment (INCR family) — reading a
+//!   string that is not raw-encoded replaces its object in the server, which INCR and
+//!   INCRBYFLOAT would then reply from (see `ffi::Key::string_value`); without a hint the
+//!   counters are read with a GET through the server (the one case that shows in
+//!   commandstats), other string commands leave a raw value that is safe to read;
+//! - anything else: the key's whole value as it is now, read with the module API (streams
+//!   via `DUMP`, the only way to keep consumer groups), or `Delete` if it is gone.
+//! - deferred keys: Redis 7.0 fires `spop` (with a count) before removing the members, and
+//!   XACK/XCLAIM/XAUTOCLAIM/XREADGROUP change consumer groups without any event. Those keys
+//!   are logged whole at the end of the event-loop iteration (BEFORE_SLEEP), which the
+//!   server runs before it writes the iteration's replies (docs/design.md says where that
+//!   ordering does not hold).
+//!   This fallback is always correct; it covers EXEC, scripts' unusual paths, SPOP,
+//!   blocked clients served later, `loaded` (DEBUG RELOAD, a replica's full sync) and
+//!   commands this file has never heard of.
+
+use super::ffi::{Ctx, Key, KeyType, Reply};
+use super::hints::HintTable;
+use super::hints::Plan;
+use super::state::with_module;
+use crate::effect::{Effect, End, StreamId, Value, NO_EXPIRE};
+use once_cell::sync::Lazy;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Keys to log whole at the end of the event-loop iteration: (db if known, key).
+type DeferredKeys = Vec<(Option<u8>, Vec<u8>)>;
+static DEFERRED: Lazy<Mutex<DeferredKeys>> = Lazy::new(|| Mutex::new(Vec::new()));
+static DEFERRED_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Logs `key` whole at the end of this event-loop iteration; without a db (the command
+/// filter does not know it), every db where it is a stream.
+pub fn defer(db: Option<u8>, key: Vec<u8>) {
+    DEFERRED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((db, key));
+    DEFERRED_PENDING.store(true, Ordering::SeqCst);
+}
+
+pub fn has_deferred() -> bool {
+    DEFERRED_PENDING.load(Ordering::Relaxed)
+}
+
+pub fn log_deferred(ctx: Ctx, databases: i32) {
+    let keys = std::mem::take(&mut *DEFERRED.lock().unwrap_or_else(|p| p.into_inner()));
+    DEFERRED_PENDING.store(false, Ordering::SeqCst);
+    for (known_db, key) in keys {
+        let dbs: Vec<i32> = match known_db {
+            Some(db) => vec![i32::from(db)],
+            None => (0..databases).collect(),
+        };
+        for db in dbs {
+            if !ctx.select_db(db) {
+                continue;
+            }
+            let is_stream = ctx.open_read(&key).map(|k| k.key_type() == KeyType::Stream);
+            if known_db.is_some() || is_stream == Some(true) {
+                if let Some(effect) = whole_value(ctx, &key) {
+                    with_module(|m| m.append(db as u8, &[effect]));
+                }
+            }
+        }
+    }
+    ctx.select_db(0);
+}
+
+pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) {
+    let Ok(db) = u8::try_from(ctx.selected_db()) else {
+        return;
+    };
+    let Some((record_db, effects)) = effects_for(ctx, db, event, key_object, key) else {
+        return;
+    };
+    with_module(|m| {
+        let _ = m.append(record_db, &effects);
+    });
+}
+
+/// The effects of one event, and the db their record belongs to.
+fn effects_for(
+    ctx: Ctx,
+    db: u8,
+    event: &[u8],
+    key_object: usize,
+    key: &[u8],
+) -> Option<(u8, Vec<Effect>)> {
+    let key_vec = || key.to_vec();
+    let one = |e: Effect| Some((db, vec![e]));
+    match event {
+        b"new" | b"keymiss" => None,
+        b"del" | b"expired" | b"evicted" => one(Effect::Delete { key: key_vec() }),
+        b"expire" => match ctx.open_read(key) {
+            None => one(Effect::Delete { key: key_vec() }),
+            Some(k) => match k.abs_expire() {
+                at if at >= 0 => one(Effect::ExpireAt {
+                    key: key_vec(),
+                    at_ms: at,
+                }),
+                _ => one(Effect::Persist { key: key_vec() }),
+            },
+        },
+        b"persist" => one(Effect::Persist { key: key_vec() }),
+        b"rename_from" => {
+            with_module(|m| m.pending_rename = Some((db, key_vec())));
+            None
+        }
+        b"rename_to" => {
+            let from = with_module(|m| m.pending_rename.take()).flatten();
+            match from {
+                Some((from_db, from)) if from_db == db => one(Effect::Rename {
+                    from,
+                    to: key_vec(),
+                }),
+                _ => whole_value(ctx, key).map(|e| (db, vec![e])),
+            }
+        }
+        b"move_from" => {
+            with_module(|m| m.pending_move = Some((db, key_vec())));
+            None
+        }
+        b"move_to" => {
+            let from = with_module(|m| m.pending_move.take()).flatten();
+            match from {
+                Some((from_db, k)) if k == key => {
+                    Some((from_db, vec![Effect::Move { key: k, to_db: db }]))
+                }
+                _ => whole_value(ctx, key).map(|e| (db, vec![e])),
+            }
+        }
+        b"spop" => {
+            defer(Some(db), key_vec());
+            None
+        }
+        b"xadd" => stream_added(ctx, key).map(|e| (db, vec![e])),
+        b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, vec![e])),
+        _ => {
+            let plan = HintTable::with(|t| t.take_plan(key_object, event, key));
+            let effect = match plan.and_then(|p| field_effect(ctx, key, p)) {
+                Some(e) => {
+                    with_module(|m| m.stats.field_effects += 1);
+                    e
+                }
+                None => {
+                    with_module(|m| m.stats.whole_value_effects += 1);
+                    let read = if matches!(event, b"incrby" | b"incrbyfloat") {
+                        StringRead::ThroughServer
+                    } else {
+                        StringRead::Direct
+                    };
+                    whole_value_with(ctx, key, read)?
+                }
+            };
+            one(effect)
+        }
+    }
+}
+
+/// Builds the field-level effect, reading values from the key; `None` means "fall back".
+fn field_effect(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Effect> {
+    let key_vec = key.to_vec();
+    let open = || ctx.open_read(key);
+    Some(match plan {
+        Plan::StringValue(value) => {
+            let k = open().filter(|k| k.key_type() == KeyType::String)?;
+            let expire = k.abs_expire();
+            Effect::Put {
+                key: key_vec,
+                value: Value::String(value),
+                expire_at_ms: if expire >= 0 { expire } else { NO_EXPIRE },
+            }
+        }
+        Plan::IncrBy(by) => Effect::IncrBy { key: key_vec, by },
+        Plan::IncrByFloat(by) => Effect::IncrByFloat { key: key_vec, by },
+        Plan::HashFields(fields) => {
+            let k = open().filter(|k| k.key_type() == KeyType::Hash)?;
+            let pairs = fields
+                .into_iter()
+                .map(|f| k.hash_get(&f).map(|v| (f, v)))
+                .collect::<Option<Vec<_>>>()?;
+            Effect::HashSet {
+                key: key_vec,
+                pairs,
+            }
+        }
+        Plan::HashDel(fields) => Effect::HashDel {
+            key: key_vec,
+            fields,
+        },
+        Plan::SetAdd(members) => Effect::SetAdd {
+            key: key_vec,
+            members,
+        },
+        Plan::SetRem(members) => Effect::SetRem {
+            key: key_vec,
+            members,
+        },
+        Plan::ZsetMembers(members) => {
+            let k = open().filter(|k| k.key_type() == KeyType::Zset)?;
+            let pairs = members
+                .into_iter()
+                .map(|m| k.zset_score(&m).map(|s| (m, s)))
+                .collect::<Option<Vec<_>>>()?;
+            Effect::ZsetAdd {
+                key: key_vec,
+                pairs,
+            }
+        }
+        Plan::ZsetRem(members) => Effect::ZsetRem {
+            key: key_vec,
+            members,
+        },
+        Plan::ZsetPop { max, count } => Effect::ZsetPop {
+            key: key_vec,
+            max,
+            count,
+        },
+        Plan::ListPush { end, elements } => Effect::ListPush {
+            key: key_vec,
+            end,
+            elements,
+        },
+        Plan::ListPushFromState { end } => {
+            let k = open().filter(|k| k.key_type() == KeyType::List)?;
+            let element = k.list_get(if end == End::Head { 0 } else { -1 })?;
+            Effect::ListPush {
+                key: key_vec,
+                end,
+                elements: vec![element],
+            }
+        }
+        Plan::ListPop { end, count } => Effect::ListPop {
+            key: key_vec,
+            end,
+            count,
+        },
+        Plan::ListTrim { start, stop } => Effect::ListTrim {
+            key: key_vec,
+            start,
+            stop,
+        },
+    })
+}
+
+/// XADD always adds the stream's new last entry: log exactly that entry.
+fn stream_added(ctx: Ctx, key: &[u8]) -> Option<Effect> {
+    let k = ctx
+        .open_read(key)
+        .filter(|k| k.key_type() == KeyType::Stream)?;
+    match k.stream_edge(true) {
+        Some((ms, seq, fields)) => Some(Effect::StreamAdd {
+            key: key.to_vec(),
+            id: StreamId { ms, seq },
+            fields,
+        }),
+        None => whole_value(ctx, key),
+    }
+}
+
+/// Trimming removes the oldest entries: log the id of the first one that remains.
+fn stream_trimmed(ctx: Ctx, key: &[u8]) -> Option<Effect> {
+    let k = ctx
+        .open_read(key)
+        .filter(|k| k.key_type() == KeyType::Stream)?;
+    let min_id = k
+        .stream_edge(false)
+        .map(|(ms, seq, _)| StreamId { ms, seq });
+    Some(Effect::StreamTrim {
+        key: key.to_vec(),
+        min_id,
+    })
+}
+
+/// How to read a string value (see the file comment).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StringRead {
+    /// Direct memory access: only where no command holds the value object any more.
+    Direct,
+    /// A GET through the server: always safe, but visible in commandstats.
+    ThroughServer,
+}
+
+/// The key's whole value and absolute expiry, or `Delete` if it no longer exists, for
+/// callers outside a command's execution (where reading strings directly is safe).
+pub fn whole_value(ctx: Ctx, key: &[u8]) -> Option<Effect> {
+    whole_value_with(ctx, key, StringRead::Direct)
+}
+
+fn whole_value_with(ctx: Ctx, key: &[u8], read: StringRead) -> Option<Effect> {
+    let Some(k) = ctx.open_read(key) else {
+        return Some(Effect::Delete { key: key.to_vec() });
+    };
+    let value = read_value(ctx, key, &k, read)?;
+    let expire = k.abs_expire();
+    Some(Effect::Put {
+        key: key.to_vec(),
+        value,
+        expire_at_ms: if expire >= 0 { expire } else { NO_EXPIRE },
+    })
+}
+
+fn read_value(ctx: Ctx, key: &[u8], k: &Key, read: StringRead) -> Option<Value> {
+    match k.key_type() {
+        KeyType::String if read == StringRead::Direct => k.string_value().map(Value::String),
+        KeyType::String => match ctx.call("GET", &[key]) {
+            Reply::Str(s) => Some(Value::String(s)),
+            _ => None,
+        },
+        KeyType::List => k.list_all().map(Value::List),
+        KeyType::Hash => k.scan_pairs().map(Value::Hash),
+        KeyType::Set => k
+            .scan_pairs()
+            .map(|pairs| Value::Set(pairs.into_iter().map(|(m, _)| m).collect())),
+        KeyType::Zset => k.zset_all().map(Value::Zset),
+        KeyType::Stream => match ctx.call("DUMP", &[key]) {
+            Reply::Str(dump) => Some(Value::StreamDump(dump)),
+            _ => None,
+        },
+        KeyType::Empty | KeyType::Other => {
+            with_module(|m| m.stats.unsupported_type_events += 1);
+            None
+        }
+    }
+}

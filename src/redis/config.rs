@@ -1,0 +1,214 @@
+//! Module settings: parsed from `loadmodule` arguments and `nvm.*` lines of redis.conf.
+//!
+//! Arguments are `name value` pairs named like the module configs without the `nvm.`
+//! prefix (`path /mnt/pmem/redis.nvm size 8gb mode emulate durability always`). Every
+//! problem is one line that names the option, because the server prints nothing else
+//! useful when a module refuses to load. Pure Rust: tested without a server.
+
+use crate::pmem::RequestedMode;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every write is persistent before its command returns.
+    Always,
+    /// Writes are made persistent by a background flush at most a second later.
+    Everysec,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Always => "always",
+            Durability::Everysec => "everysec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mode: RequestedMode,
+    pub durability: Durability,
+    pub emulate_flush_delay_ns: u64,
+}
+
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+pub const MIN_SIZE: u64 = 1 << 20;
+pub const OPTION_NAMES: &[&str] = &[
+    "path",
+    "size",
+    "mode",
+    "durability",
+    "emulate-flush-delay-ns",
+];
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            path: PathBuf::from("redis.nvm"),
+            size: DEFAULT_SIZE,
+            mode: RequestedMode::Auto,
+            durability: Durability::Always,
+            emulate_flush_delay_ns: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// Parses `loadmodule` arguments over the defaults.
+    pub fn from_args(args: &[&[u8]]) -> Result<Settings, String> {
+        let mut settings = Settings::default();
+        if !args.len().is_multiple_of(2) {
+            let last = String::from_utf8_lossy(args[args.len() - 1]);
+            return Err(format!(
+                "module argument '{last}' has no value: arguments are name/value pairs ({})",
+                OPTION_NAMES.join(", ")
+            ));
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for pair in args.chunks(2) {
+            let name = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
+            let name = name.strip_prefix("nvm.").unwrap_or(&name).to_string();
+            let value = std::str::from_utf8(pair[1])
+                .map_err(|_| format!("module argument '{name}': value is not UTF-8"))?;
+            if seen.contains(&name) {
+                return Err(format!("module argument '{name}' is given twice"));
+            }
+            settings.set(&name, value)?;
+            seen.push(name);
+        }
+        Ok(settings)
+    }
+
+    /// Sets one option by name (without the `nvm.` prefix).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "path" => {
+                if value.is_empty() {
+                    return Err("module argument 'path': must not be empty".into());
+                }
+                self.path = PathBuf::from(value);
+            }
+            "size" => self.size = parse_size(value).map_err(|e| format!("module argument 'size': {e}"))?,
+            "mode" => {
+                self.mode = value.parse().map_err(|_| {
+                    format!("module argument 'mode': '{value}' is not one of auto, dax, emulate, msync")
+                })?
+            }
+            "durability" => {
+                self.durability = match value.to_ascii_lowercase().as_str() {
+                    "always" => Durability::Always,
+                    "everysec" => Durability::Everysec,
+                    _ => {
+                        return Err(format!(
+                            "module argument 'durability': '{value}' is not one of always, everysec"
+                        ))
+                    }
+                }
+            }
+            "emulate-flush-delay-ns" => {
+                self.emulate_flush_delay_ns = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= 1_000_000)
+                    .ok_or_else(|| {
+                        format!("module argument 'emulate-flush-delay-ns': '{value}' is not a number of nanoseconds from 0 to 1000000")
+                    })?
+            }
+            other => {
+                return Err(format!(
+                    "unknown module argument '{other}' (valid: {})",
+                    OPTION_NAMES.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a size the way redis.conf does: a number with an optional unit
+/// (k/m/g = 1000-based, kb/mb/gb = 1024-based, b = bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(digits_end);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 1073741824, 512mb, 8gb)"))?;
+    let multiplier: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1 << 10,
+        "m" => 1000 * 1000,
+        "mb" => 1 << 20,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1 << 30,
+        "t" => 1000 * 1000 * 1000 * 1000,
+        "tb" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit (use b, kb, mb, gb, tb)"
+            ))
+        }
+    };
+    let size = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{text}' is too large"))?;
+    if size < MIN_SIZE {
+        return Err(format!(
+            "'{text}' is smaller than the minimum pool size of 1mb"
+        ));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Vec<u8>> {
+        s.split_whitespace()
+            .map(|a| a.as_bytes().to_vec())
+            .collect()
+    }
+
+    fn parse(s: &str) -> Result<Settings, String> {
+        let owned = args(s);
+        let refs: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
+        Settings::from_args(&refs)
+    }
+
+    #[test]
+    fn parses_all_options() {
+        let s = parse("path /mnt/pmem/x.nvm size 8gb mode emulate durability everysec emulate-flush-delay-ns 300").unwrap();
+        assert_eq!(s.path, PathBuf::from("/mnt/pmem/x.nvm"));
+        assert_eq!(s.size, 8 << 30);
+        assert_eq!(s.mode, RequestedMode::Emulate);
+        assert_eq!(s.durability, Durability::Everysec);
+        assert_eq!(s.emulate_flush_delay_ns, 300);
+        assert_eq!(parse("").unwrap(), Settings::default());
+        assert_eq!(parse("nvm.size 2mb").unwrap().size, 2 << 20);
+    }
+
+    #[test]
+    fn every_error_names_the_option() {
+        for (input, name) in [
+            ("size", "size"),
+            ("bogus 1", "bogus"),
+            ("size lots", "size"),
+            ("size 1kb", "size"),
+            ("mode turbo", "mode"),
+            ("durability never", "durability"),
+            ("emulate-flush-delay-ns -3", "emulate-flush-delay-ns"),
+            ("path a path b", "path"),
+        ] {
+            let err = parse(input).unwrap_err();
+            assert!(err.contains(&format!("'{name}'")), "{input}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+}

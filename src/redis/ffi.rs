@@ -1,0 +1,894 @@
+//! The raw Redis module API, wrapped once so the rest of the glue is safe Rust.
+//!
+//! Every `unsafe` block of the glue lives here. The functions are the server's own
+//! (`RedisModule_*` pointers filled by `RedisModule_Init`); a pointer the running server
+//! does not provide is `None`, and every wrapper turns that into an error or a neutral
+//! answer instead of calling through null (Valkey 8 and Redis 7.0 differ in places).
+//!
+//! Invariants: wrappers are only called on the main thread with a context the server gave
+//! us for the current callback; strings we create are freed before returning; byte slices
+//! handed out borrow server memory only for the duration of the callback.
+
+use redis_module::raw;
+use std::ffi::{c_char, c_int, c_long, c_longlong, c_void, CStr, CString};
+use std::ptr;
+
+pub use raw::{RedisModuleCommandFilterCtx, RedisModuleCtx, RedisModuleInfoCtx, RedisModuleString};
+
+/// Calls an optional API function, evaluating to `None` when the server lacks it.
+macro_rules! api {
+    ($name:ident) => {
+        // SAFETY: the function pointers are written once by RedisModule_Init during OnLoad,
+        // before any other callback can run, and only read afterwards.
+        unsafe { raw::$name }
+    };
+}
+
+/// A reply from `RedisModule_Call`, copied out of server memory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Str(Vec<u8>),
+    Int(i64),
+    Array(Vec<Reply>),
+    Error(String),
+    Null,
+}
+
+impl Reply {
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Str(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Empty,
+    String,
+    List,
+    Hash,
+    Set,
+    Zset,
+    Stream,
+    Other,
+}
+
+/// The context of the current callback.
+#[derive(Clone, Copy)]
+pub struct Ctx(pub *mut RedisModuleCtx);
+
+impl Ctx {
+    pub fn log(self, level: &str, msg: &str) {
+        let (Ok(level), Ok(msg)) = (CString::new(level), CString::new(msg.replace('\0', " ")))
+        else {
+            return;
+        };
+        if let Some(log) = api!(RedisModule_Log) {
+            // SAFETY: both strings are NUL-terminated and outlive the call; "%s" consumes one.
+            unsafe { log(self.0, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) };
+        }
+    }
+
+    pub fn selected_db(self) -> i32 {
+        match api!(RedisModule_GetSelectedDb) {
+            // SAFETY: ctx is the live context of this callback.
+            Some(f) => unsafe { f(self.0) },
+            None => 0,
+        }
+    }
+
+    pub fn select_db(self, db: i32) -> bool {
+        match api!(RedisModule_SelectDb) {
+            // SAFETY: ctx is live; the server validates the db number.
+            Some(f) => unsafe { f(self.0, db) == raw::REDISMODULE_OK as c_int },
+            None => false,
+        }
+    }
+
+    /// Opens `key` for reading; `None` when it does not exist.
+    pub fn open_read(self, key: &[u8]) -> Option<Key> {
+        let name = OwnedString::new(self, key)?;
+        let open = api!(RedisModule_OpenKey)?;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+        // SAFETY: ctx and the key name are live; the handle is closed by Key's Drop.
+        let handle = unsafe { open(self.0, name.ptr, mode) };
+        if handle.is_null() {
+            return None;
+        }
+        let key = Key {
+            handle,
+            _name: name,
+        };
+        if key.key_type() == KeyType::Empty {
+            return None;
+        }
+        Some(key)
+    }
+
+    /// Writes a string value with an absolute expiry (or none when `expire_at_ms < 0`).
+    pub fn put_string(self, key: &[u8], value: &[u8], expire_at_ms: i64) -> Result<(), String> {
+        let name = OwnedString::new(self, key).ok_or("cannot create key name")?;
+        let val = OwnedString::new(self, value).ok_or("cannot create value")?;
+        let open = api!(RedisModule_OpenKey).ok_or("no OpenKey")?;
+        let set = api!(RedisModule_StringSet).ok_or("no StringSet")?;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+        // SAFETY: live ctx and strings; the handle is closed below on every path.
+        let handle = unsafe { open(self.0, name.ptr, mode) };
+        if handle.is_null() {
+            return Err("cannot open key for writing".into());
+        }
+        let key = Key {
+            handle,
+            _name: name,
+        };
+        // SAFETY: handle is a writable key handle; val is live.
+        let ok = unsafe { set(key.handle, val.ptr) } == raw::REDISMODULE_OK as c_int;
+        if !ok {
+            return Err("StringSet failed".into());
+        }
+        if expire_at_ms >= 0 {
+            let set_abs = api!(RedisModule_SetAbsExpire).ok_or("no SetAbsExpire")?;
+            // SAFETY: handle is a writable, non-empty key handle.
+            unsafe { set_abs(key.handle, expire_at_ms) };
+        }
+        Ok(())
+    }
+
+    /// `RedisModule_Call` with binary-safe arguments, errors returned as replies, and no
+    /// propagation to AOF or replicas.
+    pub fn call(self, command: &str, args: &[&[u8]]) -> Reply {
+        let Some(call) = api!(RedisModule_Call) else {
+            return Reply::Error("RedisModule_Call unavailable".into());
+        };
+        let Ok(cmd) = CString::new(command) else {
+            return Reply::Error("bad command name".into());
+        };
+        let owned: Vec<OwnedString> = args
+            .iter()
+            .filter_map(|a| OwnedString::new(self, a))
+            .collect();
+        if owned.len() != args.len() {
+            return Reply::Error("cannot create arguments".into());
+        }
+        let mut argv: Vec<*mut RedisModuleString> = owned.iter().map(|s| s.ptr).collect();
+        // SAFETY: "Ev" takes (RedisModuleString **argv, size_t argc); argv holds live strings.
+        let reply = unsafe {
+            call(
+                self.0,
+                cmd.as_ptr(),
+                c"Ev".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            )
+        };
+        if reply.is_null() {
+            return Reply::Error(format!(
+                "{command} failed (errno {})",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let out = copy_reply(reply);
+        if let Some(free) = api!(RedisModule_FreeCallReply) {
+            // SAFETY: reply came from RedisModule_Call and is freed once.
+            unsafe { free(reply) };
+        }
+        out
+    }
+
+    pub fn reply_error(self, msg: &str) {
+        let msg = CString::new(msg.replace(['\r', '\n', '\0'], " ")).unwrap_or_default();
+        if let Some(f) = api!(RedisModule_ReplyWithError) {
+            // SAFETY: live ctx of a command callback; msg is NUL-terminated.
+            unsafe { f(self.0, msg.as_ptr()) };
+        }
+    }
+
+    pub fn reply_simple(self, msg: &str) {
+        let msg = CString::new(msg.replace(['\r', '\n', '\0'], " ")).unwrap_or_default();
+        if let Some(f) = api!(RedisModule_ReplyWithSimpleString) {
+            // SAFETY: live ctx; msg is NUL-terminated.
+            unsafe { f(self.0, msg.as_ptr()) };
+        }
+    }
+
+    /// Replies with a verbatim text (RESP3) or a bulk string (RESP2): what redis-cli prints raw.
+    pub fn reply_text(self, text: &str) {
+        if let Some(f) = api!(RedisModule_ReplyWithVerbatimString) {
+            // SAFETY: live ctx; the buffer and its length describe `text`.
+            unsafe { f(self.0, text.as_ptr() as *const c_char, text.len()) };
+        } else if let Some(f) = api!(RedisModule_ReplyWithStringBuffer) {
+            // SAFETY: as above.
+            unsafe { f(self.0, text.as_ptr() as *const c_char, text.len()) };
+        }
+    }
+
+    pub fn reply_array_of_text(self, lines: &[String]) {
+        let (Some(arr), Some(buf)) = (
+            api!(RedisModule_ReplyWithArray),
+            api!(RedisModule_ReplyWithStringBuffer),
+        ) else {
+            return;
+        };
+        // SAFETY: live ctx; exactly `lines.len()` elements follow.
+        unsafe { arr(self.0, lines.len() as c_long) };
+        for line in lines {
+            // SAFETY: live ctx; pointer and length describe `line`.
+            unsafe { buf(self.0, line.as_ptr() as *const c_char, line.len()) };
+        }
+    }
+}
+
+/// A string created in the server's memory, freed on drop.
+pub struct OwnedString {
+    ctx: Ctx,
+    ptr: *mut RedisModuleString,
+}
+
+impl OwnedString {
+    pub fn new(ctx: Ctx, bytes: &[u8]) -> Option<Self> {
+        let create = api!(RedisModule_CreateString)?;
+        // SAFETY: the server copies `bytes`; ctx is live (null is allowed too).
+        let ptr = unsafe { create(ctx.0, bytes.as_ptr() as *const c_char, bytes.len()) };
+        if ptr.is_null() {
+            None
+        } else {
+            Some(OwnedString { ctx, ptr })
+        }
+    }
+}
+
+impl Drop for OwnedString {
+    fn drop(&mut self) {
+        if let Some(free) = api!(RedisModule_FreeString) {
+            // SAFETY: ptr was created by CreateString with this ctx and is freed once.
+            unsafe { free(self.ctx.0, self.ptr) };
+        }
+    }
+}
+
+/// Borrows the bytes of a server string for the duration of the callback.
+pub fn string_bytes<'a>(s: *const RedisModuleString) -> &'a [u8] {
+    let Some(ptr_len) = api!(RedisModule_StringPtrLen) else {
+        return &[];
+    };
+    if s.is_null() {
+        return &[];
+    }
+    let mut len = 0usize;
+    // SAFETY: s is a live server string; the server returns a pointer valid while s lives.
+    let p = unsafe { ptr_len(s, &mut len) };
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: p points to len readable bytes owned by s.
+    unsafe { std::slice::from_raw_parts(p as *const u8, len) }
+}
+
+/// An open key handle, closed on drop.
+pub struct Key {
+    handle: *mut raw::RedisModuleKey,
+    _name: OwnedString,
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if let Some(close) = api!(RedisModule_CloseKey) {
+            // SAFETY: the handle came from OpenKey and is closed once.
+            unsafe { close(self.handle) };
+        }
+    }
+}
+
+impl Key {
+    pub fn key_type(&self) -> KeyType {
+        let Some(f) = api!(RedisModule_KeyType) else {
+            return KeyType::Other;
+        };
+        // SAFETY: live key handle.
+        match unsafe { f(self.handle) } as isize {
+            raw::REDISMODULE_KEYTYPE_EMPTY => KeyType::Empty,
+            raw::REDISMODULE_KEYTYPE_STRING => KeyType::String,
+            raw::REDISMODULE_KEYTYPE_LIST => KeyType::List,
+            raw::REDISMODULE_KEYTYPE_HASH => KeyType::Hash,
+            raw::REDISMODULE_KEYTYPE_SET => KeyType::Set,
+            raw::REDISMODULE_KEYTYPE_ZSET => KeyType::Zset,
+            raw::REDISMODULE_KEYTYPE_STREAM => KeyType::Stream,
+            _ => KeyType::Other,
+        }
+    }
+
+    /// Absolute expiry in unix ms, or -1.
+    pub fn abs_expire(&self) -> i64 {
+        match api!(RedisModule_GetAbsExpire) {
+            // SAFETY: live key handle.
+            Some(f) => unsafe { f(self.handle) },
+            None => -1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match api!(RedisModule_ValueLength) {
+            // SAFETY: live key handle.
+            Some(f) => unsafe { f(self.handle) },
+            None => 0,
+        }
+    }
+
+    /// The value of a string key through direct memory access.
+    ///
+    /// Only for values known to be raw-encoded with one reference: on any other value
+    /// the server replaces the object (even for reads), and a command that still holds
+    /// the old one — INCR and INCRBYFLOAT reply with it after notifying — would use
+    /// freed memory. `capture` decides when this is safe.
+    pub fn string_value(&self) -> Option<Vec<u8>> {
+        let dma = api!(RedisModule_StringDMA)?;
+        let mut len = 0usize;
+        // SAFETY: live key handle of type string opened for reading.
+        let p = unsafe { dma(self.handle, &mut len, raw::REDISMODULE_READ as c_int) };
+        if p.is_null() {
+            return if len == 0 { Some(Vec::new()) } else { None };
+        }
+        // SAFETY: DMA returns len readable bytes valid while the key is open.
+        Some(unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec())
+    }
+
+    /// List element at `index` (negative from the tail).
+    pub fn list_get(&self, index: i64) -> Option<Vec<u8>> {
+        let get = api!(RedisModule_ListGet)?;
+        // SAFETY: live list key handle; the returned string is ours to free.
+        let s = unsafe { get(self.handle, index as c_long) };
+        if s.is_null() {
+            return None;
+        }
+        let bytes = string_bytes(s).to_vec();
+        if let Some(free) = api!(RedisModule_FreeString) {
+            // SAFETY: ListGet returns a new string owned by the caller.
+            unsafe { free(ptr::null_mut(), s) };
+        }
+        Some(bytes)
+    }
+
+    pub fn list_all(&self) -> Option<Vec<Vec<u8>>> {
+        // Sequential ListGet is O(1) per step: the server caches the iterator position.
+        (0..self.len() as i64).map(|i| self.list_get(i)).collect()
+    }
+
+    /// Every (field, value) of a hash, or every (member, empty) of a set.
+    pub fn scan_pairs(&self) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (create, destroy, scan) = (
+            api!(RedisModule_ScanCursorCreate)?,
+            api!(RedisModule_ScanCursorDestroy)?,
+            api!(RedisModule_ScanKey)?,
+        );
+        unsafe extern "C" fn collect(
+            _key: *mut raw::RedisModuleKey,
+            field: *mut RedisModuleString,
+            value: *mut RedisModuleString,
+            privdata: *mut c_void,
+        ) {
+            // SAFETY: privdata is the &mut Vec passed below, alive for the whole scan.
+            let out = unsafe { &mut *(privdata as *mut Vec<(Vec<u8>, Vec<u8>)>) };
+            out.push((string_bytes(field).to_vec(), string_bytes(value).to_vec()));
+        }
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.len());
+        // SAFETY: the cursor is created here and destroyed below.
+        let cursor = unsafe { create() };
+        loop {
+            // SAFETY: live key and cursor; the callback only touches `out`.
+            let more = unsafe {
+                scan(
+                    self.handle,
+                    cursor,
+                    Some(collect),
+                    &mut out as *mut _ as *mut c_void,
+                )
+            };
+            if more == 0 {
+                break;
+            }
+        }
+        // SAFETY: cursor from ScanCursorCreate, destroyed once.
+        unsafe { destroy(cursor) };
+        // SCAN may return an element twice while a dict rehashes; a value is a set of them.
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        Some(out)
+    }
+
+    pub fn hash_get(&self, field: &[u8]) -> Option<Vec<u8>> {
+        let get = api!(RedisModule_HashGet)?;
+        let ctx = self._name.ctx;
+        let f = OwnedString::new(ctx, field)?;
+        let mut value: *mut RedisModuleString = ptr::null_mut();
+        // SAFETY: "fields as RedisModuleString, then NULL": one field and its out-pointer.
+        unsafe {
+            get(
+                self.handle,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                f.ptr,
+                &mut value as *mut *mut RedisModuleString,
+                ptr::null_mut::<c_void>(),
+            )
+        };
+        if value.is_null() {
+            return None;
+        }
+        let bytes = string_bytes(value).to_vec();
+        if let Some(free) = api!(RedisModule_FreeString) {
+            // SAFETY: HashGet hands out a new string; without auto-memory we free it.
+            unsafe { free(ctx.0, value) };
+        }
+        Some(bytes)
+    }
+
+    pub fn zset_score(&self, member: &[u8]) -> Option<f64> {
+        let score_of = api!(RedisModule_ZsetScore)?;
+        let m = OwnedString::new(self._name.ctx, member)?;
+        let mut score = 0f64;
+        // SAFETY: live zset key handle and member string.
+        let ok =
+            unsafe { score_of(self.handle, m.ptr, &mut score) } == raw::REDISMODULE_OK as c_int;
+        ok.then_some(score)
+    }
+
+    pub fn zset_all(&self) -> Option<Vec<(Vec<u8>, f64)>> {
+        let (first, current, next, end, stop) = (
+            api!(RedisModule_ZsetFirstInScoreRange)?,
+            api!(RedisModule_ZsetRangeCurrentElement)?,
+            api!(RedisModule_ZsetRangeNext)?,
+            api!(RedisModule_ZsetRangeEndReached)?,
+            api!(RedisModule_ZsetRangeStop)?,
+        );
+        let mut out = Vec::with_capacity(self.len());
+        // SAFETY: live zset handle; the range is stopped below.
+        let started = unsafe { first(self.handle, f64::NEG_INFINITY, f64::INFINITY, 0, 0) }
+            == raw::REDISMODULE_OK as c_int;
+        if !started {
+            return Some(out);
+        }
+        // SAFETY: the range iterator is active until `stop`.
+        while unsafe { end(self.handle) } == 0 {
+            let mut score = 0f64;
+            // SAFETY: active range; the element is a new string we free.
+            let ele = unsafe { current(self.handle, &mut score) };
+            if ele.is_null() {
+                break;
+            }
+            out.push((string_bytes(ele).to_vec(), score));
+            if let Some(free) = api!(RedisModule_FreeString) {
+                // SAFETY: the element string is owned by us.
+                unsafe { free(ptr::null_mut(), ele) };
+            }
+            // SAFETY: active range.
+            if unsafe { next(self.handle) } == 0 {
+                break;
+            }
+        }
+        // SAFETY: stops the active range.
+        unsafe { stop(self.handle) };
+        Some(out)
+    }
+
+    /// The first (`last == false`) or last entry of a stream: id and fields.
+    #[allow(clippy::type_complexity)]
+    pub fn stream_edge(&self, last: bool) -> Option<(u64, u64, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let (start, next_id, next_field, stop) = (
+            api!(RedisModule_StreamIteratorStart)?,
+            api!(RedisModule_StreamIteratorNextID)?,
+            api!(RedisModule_StreamIteratorNextField)?,
+            api!(RedisModule_StreamIteratorStop)?,
+        );
+        let flags = if last {
+            raw::REDISMODULE_STREAM_ITERATOR_REVERSE as c_int
+        } else {
+            0
+        };
+        // SAFETY: live stream handle; null start/end mean the whole stream.
+        if unsafe { start(self.handle, flags, ptr::null_mut(), ptr::null_mut()) }
+            != raw::REDISMODULE_OK as c_int
+        {
+            return None;
+        }
+        let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+        let mut nfields: c_long = 0;
+        // SAFETY: the iterator is active.
+        let found =
+            unsafe { next_id(self.handle, &mut id, &mut nfields) } == raw::REDISMODULE_OK as c_int;
+        let mut fields = Vec::new();
+        if found {
+            loop {
+                let mut f: *mut RedisModuleString = ptr::null_mut();
+                let mut v: *mut RedisModuleString = ptr::null_mut();
+                // SAFETY: the iterator is positioned on an entry; f/v are valid until the next call.
+                if unsafe { next_field(self.handle, &mut f, &mut v) }
+                    != raw::REDISMODULE_OK as c_int
+                {
+                    break;
+                }
+                fields.push((string_bytes(f).to_vec(), string_bytes(v).to_vec()));
+            }
+        }
+        // SAFETY: stops the active iterator.
+        unsafe { stop(self.handle) };
+        found.then_some((id.ms, id.seq, fields))
+    }
+}
+
+fn copy_reply(reply: *mut raw::RedisModuleCallReply) -> Reply {
+    let (Some(kind), Some(strp), Some(int), Some(len), Some(elem)) = (
+        api!(RedisModule_CallReplyType),
+        api!(RedisModule_CallReplyStringPtr),
+        api!(RedisModule_CallReplyInteger),
+        api!(RedisModule_CallReplyLength),
+        api!(RedisModule_CallReplyArrayElement),
+    ) else {
+        return Reply::Error("call reply API unavailable".into());
+    };
+    let bytes = |r| {
+        let mut n = 0usize;
+        // SAFETY: r is a live reply; the pointer is valid while it lives.
+        let p = unsafe { strp(r, &mut n) };
+        if p.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: p points to n bytes owned by the reply.
+            unsafe { std::slice::from_raw_parts(p as *const u8, n) }.to_vec()
+        }
+    };
+    // SAFETY: reply is live for this whole function.
+    match unsafe { kind(reply) } as isize {
+        raw::REDISMODULE_REPLY_STRING => Reply::Str(bytes(reply)),
+        raw::REDISMODULE_REPLY_ERROR => Reply::Error(String::from_utf8_lossy(&bytes(reply)).into()),
+        // SAFETY: live integer reply.
+        raw::REDISMODULE_REPLY_INTEGER => Reply::Int(unsafe { int(reply) }),
+        raw::REDISMODULE_REPLY_ARRAY => {
+            // SAFETY: live array reply; elements are owned by it.
+            let n = unsafe { len(reply) };
+            Reply::Array(
+                (0..n)
+                    .map(|i| copy_reply(unsafe { elem(reply, i) }))
+                    .collect(),
+            )
+        }
+        _ => {
+            let b = bytes(reply);
+            if b.is_empty() {
+                Reply::Null
+            } else {
+                Reply::Str(b)
+            }
+        }
+    }
+}
+
+/// The argv of a command seen by the command filter.
+pub struct Filter(pub *mut RedisModuleCommandFilterCtx);
+
+impl Filter {
+    pub fn len(&self) -> usize {
+        match api!(RedisModule_CommandFilterArgsCount) {
+            // SAFETY: live filter context of this callback.
+            Some(f) => unsafe { f(self.0) }.max(0) as usize,
+            None => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn arg(&self, i: usize) -> &[u8] {
+        let Some(get) = api!(RedisModule_CommandFilterArgGet) else {
+            return &[];
+        };
+        // SAFETY: live filter context; out-of-range positions return null.
+        let s = unsafe { get(self.0, i as c_int) };
+        string_bytes(s)
+    }
+
+    /// The address of argument `i`'s object: the same object a notification about that
+    /// key receives (see `hints`).
+    pub fn arg_object(&self, i: usize) -> usize {
+        match api!(RedisModule_CommandFilterArgGet) {
+            // SAFETY: live filter context; out-of-range positions return null.
+            Some(get) => (unsafe { get(self.0, i as c_int) }) as usize,
+            None => 0,
+        }
+    }
+
+    /// Replaces the whole command with `args` (used to turn a refused write into the
+    /// module's refusal command, so the server never executes it).
+    pub fn replace_all(&self, args: &[&[u8]]) {
+        let (Some(delete), Some(insert), Some(create)) = (
+            api!(RedisModule_CommandFilterArgDelete),
+            api!(RedisModule_CommandFilterArgInsert),
+            api!(RedisModule_CreateString),
+        ) else {
+            return;
+        };
+        for _ in 0..self.len() {
+            // SAFETY: deleting position 0 of a live filter argv while it is non-empty.
+            unsafe { delete(self.0, 0) };
+        }
+        for (i, a) in args.iter().enumerate() {
+            // SAFETY: the server takes ownership of the new string (created without ctx).
+            let s = unsafe { create(ptr::null_mut(), a.as_ptr() as *const c_char, a.len()) };
+            // SAFETY: inserting at the end of the live argv.
+            unsafe { insert(self.0, i as c_int, s) };
+        }
+    }
+}
+
+// ---- registration -------------------------------------------------------------------
+
+pub type CommandFn =
+    unsafe extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
+
+/// The arguments of a module command as byte slices.
+pub fn command_args<'a>(argv: *mut *mut RedisModuleString, argc: c_int) -> Vec<&'a [u8]> {
+    if argv.is_null() || argc <= 0 {
+        return Vec::new();
+    }
+    // SAFETY: the server passes argc valid strings in argv for the callback's duration.
+    let strings = unsafe { std::slice::from_raw_parts(argv, argc as usize) };
+    strings.iter().map(|s| string_bytes(*s)).collect()
+}
+
+pub fn init_module(ctx: Ctx, name: &CStr, version: c_int) -> bool {
+    // SAFETY: called once from OnLoad with the server's context; fills the API pointers.
+    unsafe {
+        raw::Export_RedisModule_Init(
+            ctx.0,
+            name.as_ptr(),
+            version,
+            raw::REDISMODULE_APIVER_1 as c_int,
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}
+
+pub fn server_version() -> Option<(u32, u32, u32)> {
+    let f = api!(RedisModule_GetServerVersion)?;
+    // SAFETY: takes no arguments.
+    let v = unsafe { f() } as u32;
+    Some((v >> 16, (v >> 8) & 0xff, v & 0xff))
+}
+
+pub fn create_command(ctx: Ctx, name: &str, f: CommandFn, flags: &str) -> bool {
+    let (Ok(name), Ok(flags), Some(create)) = (
+        CString::new(name),
+        CString::new(flags),
+        api!(RedisModule_CreateCommand),
+    ) else {
+        return false;
+    };
+    // SAFETY: live OnLoad ctx; the server copies name and flags.
+    unsafe {
+        create(ctx.0, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
+            == raw::REDISMODULE_OK as c_int
+    }
+}
+
+pub type NotifyFn = unsafe extern "C" fn(
+    *mut RedisModuleCtx,
+    c_int,
+    *const c_char,
+    *mut RedisModuleString,
+) -> c_int;
+
+pub fn subscribe_keyspace(ctx: Ctx, types: c_int, f: NotifyFn) -> bool {
+    let Some(sub) = api!(RedisModule_SubscribeToKeyspaceEvents) else {
+        return false;
+    };
+    // SAFETY: live OnLoad ctx and a static callback.
+    unsafe { sub(ctx.0, types, Some(f)) == raw::REDISMODULE_OK as c_int }
+}
+
+pub type FilterFn = unsafe extern "C" fn(*mut RedisModuleCommandFilterCtx);
+
+pub fn register_filter(ctx: Ctx, f: FilterFn) -> bool {
+    let Some(reg) = api!(RedisModule_RegisterCommandFilter) else {
+        return false;
+    };
+    // SAFETY: live OnLoad ctx; NOSELF keeps the module's own RM_Calls out of the filter.
+    !unsafe { reg(ctx.0, Some(f), raw::REDISMODULE_CMDFILTER_NOSELF as c_int) }.is_null()
+}
+
+pub type EventFn =
+    unsafe extern "C" fn(*mut RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+
+/// Subscribes to a server event by id (the header's event constants are `static const`
+/// and not exported, so the event struct is built here).
+pub fn subscribe_server_event(ctx: Ctx, id: u64, f: EventFn) -> bool {
+    let Some(sub) = api!(RedisModule_SubscribeToServerEvent) else {
+        return false;
+    };
+    let event = raw::RedisModuleEvent { id, dataver: 1 };
+    // SAFETY: live OnLoad ctx and a static callback.
+    unsafe { sub(ctx.0, event, Some(f)) == raw::REDISMODULE_OK as c_int }
+}
+
+/// The db number of a FLUSHDB event (-1 = all), from `RedisModuleFlushInfoV1`.
+pub fn flush_info_db(data: *mut c_void) -> Option<i32> {
+    if data.is_null() {
+        return None;
+    }
+    #[repr(C)]
+    struct FlushInfoV1 {
+        version: u64,
+        sync: i32,
+        dbnum: i32,
+    }
+    // SAFETY: for REDISMODULE_EVENT_FLUSHDB the server passes a RedisModuleFlushInfoV1.
+    Some(unsafe { (*(data as *const FlushInfoV1)).dbnum })
+}
+
+/// The two dbs of a SWAPDB event, from `RedisModuleSwapDbInfoV1`.
+pub fn swap_info_dbs(data: *mut c_void) -> Option<(i32, i32)> {
+    if data.is_null() {
+        return None;
+    }
+    #[repr(C)]
+    struct SwapDbInfoV1 {
+        version: u64,
+        first: i32,
+        second: i32,
+    }
+    // SAFETY: for REDISMODULE_EVENT_SWAPDB the server passes a RedisModuleSwapDbInfoV1.
+    let info = unsafe { &*(data as *const SwapDbInfoV1) };
+    Some((info.first, info.second))
+}
+
+pub fn c_str<'a>(p: *const c_char) -> &'a [u8] {
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: the server passes NUL-terminated event names valid for the callback.
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
+// ---- module configs ------------------------------------------------------------------
+
+pub type GetStringFn = unsafe extern "C" fn(*const c_char, *mut c_void) -> *mut RedisModuleString;
+pub type SetStringFn = unsafe extern "C" fn(
+    *const c_char,
+    *mut RedisModuleString,
+    *mut c_void,
+    *mut *mut RedisModuleString,
+) -> c_int;
+pub type GetNumericFn = unsafe extern "C" fn(*const c_char, *mut c_void) -> c_longlong;
+pub type SetNumericFn = unsafe extern "C" fn(
+    *const c_char,
+    c_longlong,
+    *mut c_void,
+    *mut *mut RedisModuleString,
+) -> c_int;
+
+pub fn register_string_config(
+    ctx: Ctx,
+    name: &str,
+    default: &str,
+    flags: u32,
+    get: GetStringFn,
+    set: SetStringFn,
+) -> bool {
+    let (Ok(name), Ok(default), Some(reg)) = (
+        CString::new(name),
+        CString::new(default),
+        api!(RedisModule_RegisterStringConfig),
+    ) else {
+        return false;
+    };
+    // SAFETY: live OnLoad ctx; the server copies name/default; callbacks are static.
+    unsafe {
+        reg(
+            ctx.0,
+            name.as_ptr(),
+            default.as_ptr(),
+            flags,
+            Some(get),
+            Some(set),
+            None,
+            ptr::null_mut(),
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn register_numeric_config(
+    ctx: Ctx,
+    name: &str,
+    default: i64,
+    flags: u32,
+    min: i64,
+    max: i64,
+    get: GetNumericFn,
+    set: SetNumericFn,
+) -> bool {
+    let (Ok(name), Some(reg)) = (CString::new(name), api!(RedisModule_RegisterNumericConfig))
+    else {
+        return false;
+    };
+    // SAFETY: live OnLoad ctx; callbacks are static.
+    unsafe {
+        reg(
+            ctx.0,
+            name.as_ptr(),
+            default,
+            flags,
+            min,
+            max,
+            Some(get),
+            Some(set),
+            None,
+            ptr::null_mut(),
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}
+
+pub fn load_configs(ctx: Ctx) -> bool {
+    match api!(RedisModule_LoadConfigs) {
+        // SAFETY: live OnLoad ctx, after every config was registered.
+        Some(f) => unsafe { f(ctx.0) == raw::REDISMODULE_OK as c_int },
+        None => false,
+    }
+}
+
+/// Creates a server string to hand back from a config getter (the server frees it).
+pub fn new_config_string(value: &str) -> *mut RedisModuleString {
+    match api!(RedisModule_CreateString) {
+        // SAFETY: a context-less string; ownership passes to the server.
+        Some(create) => unsafe {
+            create(
+                ptr::null_mut(),
+                value.as_ptr() as *const c_char,
+                value.len(),
+            )
+        },
+        None => ptr::null_mut(),
+    }
+}
+
+/// Writes an error message for a config setter to return.
+pub fn set_config_error(err: *mut *mut RedisModuleString, msg: &str) {
+    if !err.is_null() {
+        // SAFETY: the server passes a valid out-pointer and takes ownership of the string.
+        unsafe { *err = new_config_string(msg) };
+    }
+}
+
+// ---- INFO ----------------------------------------------------------------------------
+
+pub type InfoFn = unsafe extern "C" fn(*mut RedisModuleInfoCtx, c_int);
+
+pub fn register_info(ctx: Ctx, f: InfoFn) -> bool {
+    match api!(RedisModule_RegisterInfoFunc) {
+        // SAFETY: live OnLoad ctx and a static callback.
+        Some(reg) => unsafe { reg(ctx.0, Some(f)) == raw::REDISMODULE_OK as c_int },
+        None => false,
+    }
+}
+
+pub struct InfoCtx(pub *mut RedisModuleInfoCtx);
+
+impl InfoCtx {
+    pub fn section(&self) {
+        if let Some(f) = api!(RedisModule_InfoAddSection) {
+            // SAFETY: live info ctx; an empty name means the module's default section.
+            unsafe { f(self.0, c"".as_ptr()) };
+        }
+    }
+
+    pub fn field(&self, name: &str, value: &str) {
+        let (Ok(name), Ok(value), Some(f)) = (
+            CString::new(name),
+            CString::new(value),
+            api!(RedisModule_InfoAddFieldCString),
+        ) else {
+            return;
+        };
+        // SAFETY: live info ctx; both strings NUL-terminated, copied by the server.
+        unsafe { f(self.0, name.as_ptr(), value.as_ptr()) };
+    }
+}

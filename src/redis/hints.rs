@@ -1,0 +1,678 @@
+//! Argv hints: what the command filter saw, used to log field-level effects.
+//!
+//! A keyspace notification names the key and the kind of change but not the fields, so
+//! logging `HSET big f v` would mean reading the whole hash. The command filter sees the
+//! argv just before the command runs; when a notification provably belongs to that argv,
+//! its fields are enough to log an O(argument) effect. "Provably" is decided here:
+//! - hints are found by the identity of the key object: the server passes the command's
+//!   own argv object as the notification's key, and every command is filtered before it
+//!   runs (commands EXEC runs were filtered when queued, and their argv objects moved into
+//!   the queue unchanged). Each filtered command first forgets every hint at the addresses
+//!   of its own arguments, so an address reused by a later object never keeps a stale hint;
+//! - the event name must be one that command fires, on one of its own keys, at the end
+//!   (head or tail) that command touches, and the key bytes must match;
+//! - each hint can be used as many times as its command fires events (1, or 2 for SMOVE and
+//!   LMOVE), so a later event (a blocked client served with the pusher's key object) never
+//!   reuses it.
+//!
+//! When any check fails the caller falls back to reading the key's whole value, which is
+//! always right. Values are read from the key when they can be (HINCRBY, ZADD INCR, LMOVE's
+//! element), so the log holds results, not requests; strings are the exception, because
+//! reading one can have side effects in the server (see `capture`).
+
+use crate::effect::End;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// The commands whose argv can make an effect field-level.
+const HINTED: &[&[u8]] = &[
+    b"set",
+    b"setnx",
+    b"setex",
+    b"psetex",
+    b"getset",
+    b"mset",
+    b"msetnx",
+    b"incr",
+    b"decr",
+    b"incrby",
+    b"decrby",
+    b"incrbyfloat",
+    b"hset",
+    b"hmset",
+    b"hsetnx",
+    b"hincrby",
+    b"hincrbyfloat",
+    b"hdel",
+    b"sadd",
+    b"srem",
+    b"smove",
+    b"zadd",
+    b"zincrby",
+    b"geoadd",
+    b"zrem",
+    b"zpopmin",
+    b"zpopmax",
+    b"bzpopmin",
+    b"bzpopmax",
+    b"zmpop",
+    b"bzmpop",
+    b"lpush",
+    b"rpush",
+    b"lpushx",
+    b"rpushx",
+    b"lpop",
+    b"rpop",
+    b"blpop",
+    b"brpop",
+    b"lmpop",
+    b"blmpop",
+    b"lmove",
+    b"blmove",
+    b"rpoplpush",
+    b"brpoplpush",
+    b"ltrim",
+];
+
+/// Lower-cases an ASCII command name into `buf`, or `None` if it cannot be a hinted one.
+pub fn hinted_name(name: &[u8]) -> Option<&'static [u8]> {
+    if name.len() > 12 {
+        return None;
+    }
+    let mut buf = [0u8; 12];
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let lower = &buf[..name.len()];
+    HINTED.iter().copied().find(|h| *h == lower)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hint {
+    pub command: &'static [u8],
+    /// argv without the command name.
+    pub args: Vec<Vec<u8>>,
+    pub uses_left: u8,
+}
+
+impl Hint {
+    pub fn new(command: &'static [u8], args: Vec<Vec<u8>>) -> Hint {
+        let uses_left = match command {
+            b"smove" | b"lmove" | b"blmove" | b"rpoplpush" | b"brpoplpush" => 2,
+            _ => 1,
+        };
+        Hint {
+            command,
+            args,
+            uses_left,
+        }
+    }
+}
+
+/// A field-level effect to build; the caller reads values from the key where needed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// The string value written (SET family), expiry to be read from the key.
+    StringValue(Vec<u8>),
+    IncrBy(i64),
+    /// The increment as the client wrote it: replayed by the server's own arithmetic.
+    IncrByFloat(Vec<u8>),
+    /// HashSet of these fields with their current values.
+    HashFields(Vec<Vec<u8>>),
+    HashDel(Vec<Vec<u8>>),
+    SetAdd(Vec<Vec<u8>>),
+    SetRem(Vec<Vec<u8>>),
+    /// ZsetAdd of these members with their current scores.
+    ZsetMembers(Vec<Vec<u8>>),
+    ZsetRem(Vec<Vec<u8>>),
+    ZsetPop {
+        max: bool,
+        count: u64,
+    },
+    ListPush {
+        end: End,
+        elements: Vec<Vec<u8>>,
+    },
+    /// The element now at `end` was pushed there (LMOVE's destination).
+    ListPushFromState {
+        end: End,
+    },
+    ListPop {
+        end: End,
+        count: u64,
+    },
+    ListTrim {
+        start: i64,
+        stop: i64,
+    },
+}
+
+fn eq_ci(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn end_of(word: &[u8]) -> Option<End> {
+    if eq_ci(word, "left") {
+        Some(End::Head)
+    } else if eq_ci(word, "right") {
+        Some(End::Tail)
+    } else {
+        None
+    }
+}
+
+/// Where a `*pop`/`*push` event acts.
+fn event_end(event: &[u8]) -> Option<End> {
+    match event {
+        b"lpush" | b"lpop" => Some(End::Head),
+        b"rpush" | b"rpop" => Some(End::Tail),
+        _ => None,
+    }
+}
+
+/// `numkeys key... rest` -> (keys, rest), bounds-checked.
+type KeysAndRest<'a> = (&'a [Vec<u8>], &'a [Vec<u8>]);
+
+fn numkeys_split(args: &[Vec<u8>]) -> Option<KeysAndRest<'_>> {
+    let n = usize::try_from(parse_u64(args.first()?)?).ok()?;
+    let keys = args.get(1..1 + n)?;
+    Some((keys, &args[1 + n..]))
+}
+
+/// `[COUNT n]` in `rest` (LMPOP/ZMPOP), default 1.
+fn count_option(rest: &[Vec<u8>]) -> Option<u64> {
+    match rest {
+        [] => Some(1),
+        [word, n] if eq_ci(word, "count") => parse_u64(n),
+        _ => None,
+    }
+}
+
+/// The plan for `event` on `key`, if the hint proves which fields changed.
+pub fn plan(hint: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
+    let a = &hint.args;
+    let first_key_is = |k: &[u8]| a.first().map(|x| x.as_slice()) == Some(k);
+    match (hint.command, event) {
+        (b"set" | b"setnx" | b"getset", b"set") if first_key_is(key) => {
+            Some(Plan::StringValue(a.get(1)?.clone()))
+        }
+        (b"setex" | b"psetex", b"set") if first_key_is(key) => {
+            Some(Plan::StringValue(a.get(2)?.clone()))
+        }
+        (b"mset" | b"msetnx", b"set") => {
+            if a.is_empty() || !a.len().is_multiple_of(2) {
+                return None;
+            }
+            // The last pair for the key wins, as it does in the server.
+            a.chunks(2)
+                .rfind(|p| p[0] == key)
+                .map(|p| Plan::StringValue(p[1].clone()))
+        }
+        (b"incr" | b"decr" | b"incrby" | b"decrby", b"incrby") if first_key_is(key) => {
+            let by = match hint.command {
+                b"incr" => 1,
+                b"decr" => -1,
+                b"incrby" => parse_i64(a.get(1)?)?,
+                _ => parse_i64(a.get(1)?)?.checked_neg()?,
+            };
+            Some(Plan::IncrBy(by))
+        }
+        (b"incrbyfloat", b"incrbyfloat") if first_key_is(key) => {
+            Some(Plan::IncrByFloat(a.get(1)?.clone()))
+        }
+        (b"hset" | b"hmset", b"hset") if first_key_is(key) => {
+            let rest = a.get(1..)?;
+            if rest.is_empty() || !rest.len().is_multiple_of(2) {
+                return None;
+            }
+            Some(Plan::HashFields(
+                rest.chunks(2).map(|p| p[0].clone()).collect(),
+            ))
+        }
+        (b"hsetnx", b"hset") | (b"hincrby", b"hincrby") | (b"hincrbyfloat", b"hincrbyfloat")
+            if first_key_is(key) =>
+        {
+            Some(Plan::HashFields(vec![a.get(1)?.clone()]))
+        }
+        (b"hdel", b"hdel") if first_key_is(key) => Some(Plan::HashDel(a.get(1..)?.to_vec())),
+        (b"sadd", b"sadd") if first_key_is(key) => Some(Plan::SetAdd(a.get(1..)?.to_vec())),
+        (b"srem", b"srem") if first_key_is(key) => Some(Plan::SetRem(a.get(1..)?.to_vec())),
+        (b"smove", b"srem") if first_key_is(key) => Some(Plan::SetRem(vec![a.get(2)?.clone()])),
+        (b"smove", b"sadd") if a.get(1).map(|x| x.as_slice()) == Some(key) => {
+            Some(Plan::SetAdd(vec![a.get(2)?.clone()]))
+        }
+        (b"zadd", b"zadd" | b"zincr") if first_key_is(key) => {
+            zadd_members(a.get(1..)?).map(Plan::ZsetMembers)
+        }
+        (b"zincrby", b"zincr") if first_key_is(key) => {
+            Some(Plan::ZsetMembers(vec![a.get(2)?.clone()]))
+        }
+        (b"geoadd", b"zadd") if first_key_is(key) => {
+            geoadd_members(a.get(1..)?).map(Plan::ZsetMembers)
+        }
+        (b"zrem", b"zrem") if first_key_is(key) => Some(Plan::ZsetRem(a.get(1..)?.to_vec())),
+        (b"zpopmin" | b"zpopmax", b"zpopmin" | b"zpopmax") if first_key_is(key) => {
+            let max = event == b"zpopmax";
+            if (hint.command == b"zpopmax") != max {
+                return None;
+            }
+            let count = match a.get(1) {
+                None => 1,
+                Some(n) => parse_u64(n)?,
+            };
+            Some(Plan::ZsetPop { max, count })
+        }
+        (b"bzpopmin" | b"bzpopmax", b"zpopmin" | b"zpopmax") => {
+            let max = event == b"zpopmax";
+            if (hint.command == b"bzpopmax") != max {
+                return None;
+            }
+            let keys = a.get(..a.len().checked_sub(1)?)?;
+            keys.iter()
+                .any(|k| k == key)
+                .then_some(Plan::ZsetPop { max, count: 1 })
+        }
+        (b"zmpop" | b"bzmpop", b"zpopmin" | b"zpopmax") => {
+            let args = if hint.command == b"bzmpop" {
+                a.get(1..)?
+            } else {
+                a
+            };
+            let (keys, rest) = numkeys_split(args)?;
+            let (dir, rest) = rest.split_first()?;
+            let max = event == b"zpopmax";
+            let dir_max = if eq_ci(dir, "max") {
+                true
+            } else if eq_ci(dir, "min") {
+                false
+            } else {
+                return None;
+            };
+            if dir_max != max || !keys.iter().any(|k| k == key) {
+                return None;
+            }
+            Some(Plan::ZsetPop {
+                max,
+                count: count_option(rest)?,
+            })
+        }
+        (b"lpush" | b"lpushx", b"lpush") | (b"rpush" | b"rpushx", b"rpush")
+            if first_key_is(key) =>
+        {
+            Some(Plan::ListPush {
+                end: event_end(event)?,
+                elements: a.get(1..)?.to_vec(),
+            })
+        }
+        (b"lpop", b"lpop") | (b"rpop", b"rpop") if first_key_is(key) => {
+            let count = match a.get(1) {
+                None => 1,
+                Some(n) => parse_u64(n)?,
+            };
+            Some(Plan::ListPop {
+                end: event_end(event)?,
+                count,
+            })
+        }
+        (b"blpop", b"lpop") | (b"brpop", b"rpop") => {
+            let keys = a.get(..a.len().checked_sub(1)?)?;
+            keys.iter().any(|k| k == key).then_some(Plan::ListPop {
+                end: event_end(event)?,
+                count: 1,
+            })
+        }
+        (b"lmpop" | b"blmpop", b"lpop" | b"rpop") => {
+            let args = if hint.command == b"blmpop" {
+                a.get(1..)?
+            } else {
+                a
+            };
+            let (keys, rest) = numkeys_split(args)?;
+            let (dir, rest) = rest.split_first()?;
+            let end = end_of(dir)?;
+            if Some(end) != event_end(event) || !keys.iter().any(|k| k == key) {
+                return None;
+            }
+            Some(Plan::ListPop {
+                end,
+                count: count_option(rest)?,
+            })
+        }
+        (b"lmove" | b"blmove" | b"rpoplpush" | b"brpoplpush", _) => {
+            let (src, dst) = (a.first()?, a.get(1)?);
+            let (from, to) = match hint.command {
+                b"lmove" | b"blmove" => (end_of(a.get(2)?)?, end_of(a.get(3)?)?),
+                _ => (End::Tail, End::Head),
+            };
+            match event {
+                b"lpop" | b"rpop" if src == key && event_end(event) == Some(from) => {
+                    Some(Plan::ListPop {
+                        end: from,
+                        count: 1,
+                    })
+                }
+                b"lpush" | b"rpush" if dst == key && event_end(event) == Some(to) => {
+                    Some(Plan::ListPushFromState { end: to })
+                }
+                _ => None,
+            }
+        }
+        (b"ltrim", b"ltrim") if first_key_is(key) => Some(Plan::ListTrim {
+            start: parse_i64(a.get(1)?)?,
+            stop: parse_i64(a.get(2)?)?,
+        }),
+        _ => None,
+    }
+}
+
+/// Hints by the address of their argv objects (see the file comment). Main thread only.
+#[derive(Default)]
+pub struct HintTable {
+    by_object: HashMap<usize, Rc<RefCell<Hint>>>,
+}
+
+/// Arguments past this position are not indexed: a key there falls back to a whole value.
+pub const INDEXED_ARGS: usize = 64;
+const MAX_ENTRIES: usize = 4096;
+
+thread_local! {
+    static TABLE: RefCell<HintTable> = RefCell::new(HintTable::default());
+}
+
+impl HintTable {
+    /// Records a filtered command: `objects` are the addresses of argv[1..], `hint` its
+    /// argv if it is a hinted command.
+    pub fn on_command(&mut self, objects: &[usize], hint: Option<Hint>) {
+        for o in objects {
+            self.by_object.remove(o);
+        }
+        if self.by_object.len() > MAX_ENTRIES {
+            // Only hints of commands rejected before running accumulate here.
+            self.by_object.clear();
+        }
+        if let Some(hint) = hint {
+            let shared = Rc::new(RefCell::new(hint));
+            for o in objects {
+                self.by_object.insert(*o, Rc::clone(&shared));
+            }
+        }
+    }
+
+    /// Uses the hint of the command whose argv holds `key_object`, if it explains `event`.
+    pub fn take_plan(&mut self, key_object: usize, event: &[u8], key: &[u8]) -> Option<Plan> {
+        let shared = self.by_object.get(&key_object)?;
+        let mut hint = shared.borrow_mut();
+        if hint.uses_left == 0 {
+            return None;
+        }
+        let plan = plan(&hint, event, key)?;
+        hint.uses_left -= 1;
+        Some(plan)
+    }
+
+    pub fn with<T>(f: impl FnOnce(&mut HintTable) -> T) -> T {
+        TABLE.with(|t| f(&mut t.borrow_mut()))
+    }
+}
+
+/// Members of `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member ...` (args after the key).
+fn zadd_members(args: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    let flags = ["nx", "xx", "gt", "lt", "ch", "incr"];
+    let start = args
+        .iter()
+        .position(|w| !flags.iter().any(|f| eq_ci(w, f)))?;
+    let pairs = &args[start..];
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        return None;
+    }
+    Some(pairs.chunks(2).map(|p| p[1].clone()).collect())
+}
+
+/// Members of `GEOADD key [NX|XX] [CH] lon lat member ...` (args after the key).
+fn geoadd_members(args: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    let flags = ["nx", "xx", "ch"];
+    let start = args
+        .iter()
+        .position(|w| !flags.iter().any(|f| eq_ci(w, f)))?;
+    let triples = &args[start..];
+    if triples.is_empty() || !triples.len().is_multiple_of(3) {
+        return None;
+    }
+    Some(triples.chunks(3).map(|t| t[2].clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(words: &str) -> Hint {
+        let mut it = words.split_whitespace();
+        let name = hinted_name(it.next().unwrap().as_bytes()).expect("hinted");
+        Hint::new(name, it.map(|w| w.as_bytes().to_vec()).collect())
+    }
+
+    fn v(words: &str) -> Vec<Vec<u8>> {
+        words
+            .split_whitespace()
+            .map(|w| w.as_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_bounded() {
+        assert_eq!(hinted_name(b"HSet"), Some(&b"hset"[..]));
+        assert_eq!(hinted_name(b"get"), None);
+        assert_eq!(hinted_name(b"averyveryverylongname"), None);
+    }
+
+    #[test]
+    fn hash_set_and_delete() {
+        let h = hint("HSET k f1 v1 f2 v2");
+        assert_eq!(plan(&h, b"hset", b"k"), Some(Plan::HashFields(v("f1 f2"))));
+        assert_eq!(plan(&h, b"hset", b"other"), None, "another key");
+        assert_eq!(plan(&h, b"hdel", b"k"), None, "another event");
+        assert_eq!(
+            plan(&hint("HSET k f1"), b"hset", b"k"),
+            None,
+            "malformed argv"
+        );
+        assert_eq!(
+            plan(&hint("hincrbyfloat k f 1.5"), b"hincrbyfloat", b"k"),
+            Some(Plan::HashFields(v("f")))
+        );
+        assert_eq!(
+            plan(&hint("hdel k a b"), b"hdel", b"k"),
+            Some(Plan::HashDel(v("a b")))
+        );
+    }
+
+    #[test]
+    fn zadd_skips_flags_and_geoadd_takes_members() {
+        assert_eq!(
+            plan(&hint("ZADD z NX CH 1 a 2 b"), b"zadd", b"z"),
+            Some(Plan::ZsetMembers(v("a b")))
+        );
+        assert_eq!(
+            plan(&hint("zadd z incr 5 m"), b"zincr", b"z"),
+            Some(Plan::ZsetMembers(v("m")))
+        );
+        assert_eq!(
+            plan(
+                &hint("GEOADD g XX 13.3 38.1 pal 15.0 37.5 cat"),
+                b"zadd",
+                b"g"
+            ),
+            Some(Plan::ZsetMembers(v("pal cat")))
+        );
+        assert_eq!(plan(&hint("zadd z 1"), b"zadd", b"z"), None);
+    }
+
+    #[test]
+    fn pops_name_a_count_and_an_end() {
+        assert_eq!(
+            plan(&hint("LPOP l 3"), b"lpop", b"l"),
+            Some(Plan::ListPop {
+                end: End::Head,
+                count: 3
+            })
+        );
+        assert_eq!(plan(&hint("LPOP l"), b"rpop", b"l"), None);
+        assert_eq!(
+            plan(&hint("BRPOP a b 0"), b"rpop", b"b"),
+            Some(Plan::ListPop {
+                end: End::Tail,
+                count: 1
+            })
+        );
+        assert_eq!(
+            plan(&hint("BRPOP a b 0"), b"rpop", b"0"),
+            None,
+            "the timeout is not a key"
+        );
+        assert_eq!(
+            plan(&hint("LMPOP 2 a b RIGHT COUNT 4"), b"rpop", b"b"),
+            Some(Plan::ListPop {
+                end: End::Tail,
+                count: 4
+            })
+        );
+        assert_eq!(
+            plan(&hint("BLMPOP 0 1 a LEFT"), b"lpop", b"a"),
+            Some(Plan::ListPop {
+                end: End::Head,
+                count: 1
+            })
+        );
+        assert_eq!(
+            plan(&hint("LMPOP 5 a"), b"lpop", b"a"),
+            None,
+            "numkeys out of range"
+        );
+        assert_eq!(
+            plan(&hint("ZMPOP 1 z MAX COUNT 2"), b"zpopmax", b"z"),
+            Some(Plan::ZsetPop {
+                max: true,
+                count: 2
+            })
+        );
+        assert_eq!(plan(&hint("ZPOPMIN z"), b"zpopmax", b"z"), None);
+    }
+
+    #[test]
+    fn lmove_to_itself_pops_then_pushes_what_it_popped() {
+        let h = hint("LMOVE k k LEFT RIGHT");
+        assert_eq!(h.uses_left, 2);
+        assert_eq!(
+            plan(&h, b"lpop", b"k"),
+            Some(Plan::ListPop {
+                end: End::Head,
+                count: 1
+            })
+        );
+        assert_eq!(
+            plan(&h, b"rpush", b"k"),
+            Some(Plan::ListPushFromState { end: End::Tail })
+        );
+        assert_eq!(
+            plan(&h, b"lpush", b"k"),
+            None,
+            "wrong end for the destination"
+        );
+        let r = hint("RPOPLPUSH a b");
+        assert_eq!(
+            plan(&r, b"rpop", b"a"),
+            Some(Plan::ListPop {
+                end: End::Tail,
+                count: 1
+            })
+        );
+        assert_eq!(
+            plan(&r, b"lpush", b"b"),
+            Some(Plan::ListPushFromState { end: End::Head })
+        );
+    }
+
+    #[test]
+    fn strings_take_their_value_or_increment_from_argv() {
+        assert_eq!(
+            plan(&hint("SET k v EX 10"), b"set", b"k"),
+            Some(Plan::StringValue(b"v".to_vec()))
+        );
+        assert_eq!(
+            plan(&hint("SETEX k 10 v"), b"set", b"k"),
+            Some(Plan::StringValue(b"v".to_vec()))
+        );
+        assert_eq!(
+            plan(&hint("MSET a 1 b 2 a 3"), b"set", b"a"),
+            Some(Plan::StringValue(b"3".to_vec()))
+        );
+        assert_eq!(plan(&hint("MSET a 1 b"), b"set", b"a"), None);
+        assert_eq!(
+            plan(&hint("DECRBY n 5"), b"incrby", b"n"),
+            Some(Plan::IncrBy(-5))
+        );
+        assert_eq!(
+            plan(&hint("INCR n"), b"incrby", b"n"),
+            Some(Plan::IncrBy(1))
+        );
+        assert_eq!(
+            plan(&hint("INCRBYFLOAT n 1e3"), b"incrbyfloat", b"n"),
+            Some(Plan::IncrByFloat(b"1e3".to_vec()))
+        );
+        assert_eq!(plan(&hint("SET k v"), b"incrby", b"k"), None);
+    }
+
+    #[test]
+    fn table_forgets_reused_addresses_and_counts_uses() {
+        let mut t = HintTable::default();
+        t.on_command(&[10, 11, 12], Some(hint("HSET k f v")));
+        // A later command whose argument lives at address 10 replaces the hint there.
+        t.on_command(&[10, 20], None);
+        assert_eq!(t.take_plan(10, b"hset", b"k"), None);
+        t.on_command(&[30, 31, 32], Some(hint("LPUSH q a")));
+        assert_eq!(
+            t.take_plan(30, b"lpush", b"q"),
+            Some(Plan::ListPush {
+                end: End::Head,
+                elements: v("a")
+            })
+        );
+        assert_eq!(t.take_plan(30, b"lpush", b"q"), None, "one use only");
+        t.on_command(&[40, 41, 42, 43, 44], Some(hint("LMOVE a b LEFT LEFT")));
+        assert!(t.take_plan(40, b"lpop", b"a").is_some());
+        assert!(t.take_plan(41, b"lpush", b"b").is_some());
+        assert!(t.take_plan(41, b"lpush", b"b").is_none());
+    }
+
+    #[test]
+    fn smove_and_pushes() {
+        let h = hint("SMOVE src dst m");
+        assert_eq!(plan(&h, b"srem", b"src"), Some(Plan::SetRem(v("m"))));
+        assert_eq!(plan(&h, b"sadd", b"dst"), Some(Plan::SetAdd(v("m"))));
+        assert_eq!(plan(&h, b"sadd", b"src"), None);
+        assert_eq!(
+            plan(&hint("RPUSHX l a b"), b"rpush", b"l"),
+            Some(Plan::ListPush {
+                end: End::Tail,
+                elements: v("a b")
+            })
+        );
+        assert_eq!(plan(&hint("RPUSH l a"), b"lpush", b"l"), None);
+        assert_eq!(
+            plan(&hint("LTRIM l 0 -100"), b"ltrim", b"l"),
+            Some(Plan::ListTrim {
+                start: 0,
+                stop: -100
+            })
+        );
+    }
+}

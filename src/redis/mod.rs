@@ -1,0 +1,497 @@
+//! The Redis glue: module entry point, callbacks and their wiring.
+//!
+//! Data path (docs/design.md): the command filter records argv hints and refuses writes
+//! the pool cannot take (before they execute); the command runs unchanged; its keyspace
+//! notifications become effects appended durably to the log (`capture`); the reply can
+//! leave only after that. At start-up the pool is restored in the first event-loop
+//! iteration (`startup`).
+//!
+//! Every callback the server calls is wrapped in `guarded`: no panic crosses into the
+//! server; a panic poisons the module (writes refused, reads served) and is logged.
+
+mod capture;
+mod commands;
+pub mod config;
+mod ffi;
+pub mod hints;
+mod restore;
+mod startup;
+mod state;
+
+use config::{Durability, Settings};
+use ffi::{
+    Ctx, Filter, InfoCtx, RedisModuleCommandFilterCtx, RedisModuleCtx, RedisModuleInfoCtx,
+    RedisModuleString,
+};
+use hints::{hinted_name, Hint, HintTable, INDEXED_ARGS};
+use once_cell::sync::Lazy;
+use redis_module::raw;
+use state::{with_module, Module, Refusal, ADMIT, CAPTURING, MODULE};
+use std::ffi::{c_char, c_int, c_longlong, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::pool::{Pool, PoolOptions};
+
+const OK: c_int = raw::REDISMODULE_OK as c_int;
+const ERR: c_int = raw::REDISMODULE_ERR as c_int;
+
+/// Settings as registered module configs see them (written by config setters at load).
+static SETTINGS: Lazy<Mutex<Settings>> = Lazy::new(|| Mutex::new(Settings::default()));
+/// Set once the first event-loop iteration ran start-up.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+fn guarded<T>(ctx: Option<Ctx>, what: &str, default: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            let why = format!("internal error in {what}: {msg}");
+            if let Some(ctx) = ctx {
+                ctx.log(
+                    "warning",
+                    &format!("redis-nvm: {why}; writes are refused from now on"),
+                );
+            }
+            with_module(|m| m.refuse(Refusal::Poisoned(why)));
+            default
+        }
+    }
+}
+
+/// The module's entry point, called by `loadmodule`.
+///
+/// # Safety
+/// Called by the server with a valid context and `argc` module arguments in `argv`.
+#[no_mangle]
+pub unsafe extern "C" fn RedisModule_OnLoad(
+    ctx: *mut RedisModuleCtx,
+    argv: *mut *mut RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    if !ffi::init_module(ctx, c"nvm", 1) {
+        return ERR;
+    }
+    guarded(Some(ctx), "OnLoad", ERR, || on_load(ctx, argv, argc))
+}
+
+fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
+    let args = ffi::command_args(argv, argc);
+    let settings = match Settings::from_args(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.log("warning", &format!("redis-nvm: {e}"));
+            return ERR;
+        }
+    };
+    *SETTINGS.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
+    if !register_configs(ctx, &settings) {
+        ctx.log("warning", "redis-nvm: cannot register the nvm.* configs");
+        return ERR;
+    }
+    if !ffi::load_configs(ctx) {
+        ctx.log(
+            "warning",
+            "redis-nvm: an nvm.* value in the server's configuration is invalid (see above)",
+        );
+        return ERR;
+    }
+    let settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if settings.durability == Durability::Everysec {
+        ctx.log(
+            "warning",
+            "redis-nvm: option 'durability': everysec is not implemented yet; use always (the default)",
+        );
+        return ERR;
+    }
+
+    let options = PoolOptions {
+        path: settings.path.clone(),
+        size: settings.size,
+        mode: settings.mode,
+        emulate_flush_delay_ns: settings.emulate_flush_delay_ns,
+    };
+    let pool = match Pool::open_or_create(&options) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.log("warning", &format!("redis-nvm: cannot open the pool: {e}"));
+            return ERR;
+        }
+    };
+    let server = match ffi::server_version() {
+        Some((a, b, c)) => format!("{a}.{b}.{c}"),
+        None => "unknown".into(),
+    };
+    {
+        let info = pool.info();
+        ctx.log(
+            "notice",
+            &format!(
+                "redis-nvm {}: pool {} ({}, {} bytes, uuid {}); mode {}: {}; durability {}; {} log records to restore",
+                env!("CARGO_PKG_VERSION"),
+                info.path.display(),
+                if info.created { "created now" } else { "existing" },
+                info.size,
+                info.uuid,
+                info.mode,
+                info.mode_reason,
+                settings.durability.as_str(),
+                pool.log().record_count(),
+            ),
+        );
+        if matches!(info.mode, crate::pmem::MediaMode::Emulate { .. }) {
+            ctx.log(
+                "warning",
+                "redis-nvm: EMULATION MODE: the pool file is treated as persistent memory but is NOT: \
+                 a power loss loses it. For development and benchmarks only",
+            );
+        }
+        if let crate::log::LogState::Corrupt(c) = pool.log().state() {
+            ctx.log(
+                "warning",
+                &format!("redis-nvm: the pool's log is damaged: {c}"),
+            );
+        }
+    }
+    *MODULE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Module::new(pool, settings, server));
+
+    let registered = ffi::create_command(
+        ctx,
+        "nvm.info",
+        cmd_info,
+        "readonly fast allow-loading allow-stale",
+    ) && ffi::create_command(
+        ctx,
+        "nvm.help",
+        cmd_help,
+        "readonly fast allow-loading allow-stale",
+    ) && ffi::create_command(
+        ctx,
+        "nvm.check",
+        cmd_check,
+        "readonly allow-loading allow-stale",
+    ) && ffi::create_command(
+        ctx,
+        "nvm.repair",
+        cmd_repair,
+        "admin allow-loading allow-stale",
+    ) && ffi::create_command(
+        ctx,
+        "nvm.refused",
+        cmd_refused,
+        "fast allow-loading allow-stale",
+    ) && ffi::register_filter(ctx, on_filter)
+        && ffi::subscribe_keyspace(
+            ctx,
+            raw::REDISMODULE_NOTIFY_ALL | raw::REDISMODULE_NOTIFY_LOADED,
+            on_keyspace,
+        )
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_EVENTLOOP, on_server_event)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_server_event)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server_event)
+        && ffi::register_info(ctx, on_info);
+    if !registered {
+        ctx.log("warning", "redis-nvm: this server lacks a module API the module needs (commands, filters, events)");
+        *MODULE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        return ERR;
+    }
+    OK
+}
+
+// ---- configs -------------------------------------------------------------------------
+
+fn register_configs(ctx: Ctx, s: &Settings) -> bool {
+    let immutable = raw::REDISMODULE_CONFIG_IMMUTABLE;
+    ffi::register_string_config(
+        ctx,
+        "path",
+        &s.path.display().to_string(),
+        immutable,
+        get_string,
+        set_string,
+    ) && ffi::register_string_config(
+        ctx,
+        "mode",
+        &s.mode.to_string(),
+        immutable,
+        get_string,
+        set_string,
+    ) && ffi::register_string_config(
+        ctx,
+        "durability",
+        s.durability.as_str(),
+        immutable,
+        get_string,
+        set_string,
+    ) && ffi::register_numeric_config(
+        ctx,
+        "size",
+        i64::try_from(s.size).unwrap_or(i64::MAX),
+        immutable | raw::REDISMODULE_CONFIG_MEMORY,
+        config::MIN_SIZE as i64,
+        i64::MAX,
+        get_numeric,
+        set_numeric,
+    ) && ffi::register_numeric_config(
+        ctx,
+        "emulate-flush-delay-ns",
+        s.emulate_flush_delay_ns as i64,
+        immutable,
+        0,
+        1_000_000,
+        get_numeric,
+        set_numeric,
+    )
+}
+
+fn config_name(name: *const c_char) -> String {
+    let raw_name = String::from_utf8_lossy(ffi::c_str(name)).to_ascii_lowercase();
+    raw_name
+        .strip_prefix("nvm.")
+        .unwrap_or(&raw_name)
+        .to_string()
+}
+
+unsafe extern "C" fn get_string(
+    name: *const c_char,
+    _privdata: *mut c_void,
+) -> *mut RedisModuleString {
+    guarded(None, "config get", std::ptr::null_mut(), || {
+        let s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
+        let value = match config_name(name).as_str() {
+            "path" => s.path.display().to_string(),
+            "mode" => s.mode.to_string(),
+            "durability" => s.durability.as_str().to_string(),
+            _ => String::new(),
+        };
+        ffi::new_config_string(&value)
+    })
+}
+
+unsafe extern "C" fn set_string(
+    name: *const c_char,
+    val: *mut RedisModuleString,
+    _privdata: *mut c_void,
+    err: *mut *mut RedisModuleString,
+) -> c_int {
+    guarded(None, "config set", ERR, || {
+        let value = String::from_utf8_lossy(ffi::string_bytes(val)).into_owned();
+        let mut s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
+        match s.set(&config_name(name), &value) {
+            Ok(()) => OK,
+            Err(e) => {
+                ffi::set_config_error(err, &e);
+                ERR
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn get_numeric(name: *const c_char, _privdata: *mut c_void) -> c_longlong {
+    guarded(None, "config get", 0, || {
+        let s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
+        match config_name(name).as_str() {
+            "size" => i64::try_from(s.size).unwrap_or(i64::MAX),
+            "emulate-flush-delay-ns" => s.emulate_flush_delay_ns as i64,
+            _ => 0,
+        }
+    })
+}
+
+unsafe extern "C" fn set_numeric(
+    name: *const c_char,
+    val: c_longlong,
+    _privdata: *mut c_void,
+    err: *mut *mut RedisModuleString,
+) -> c_int {
+    guarded(None, "config set", ERR, || {
+        let mut s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
+        match s.set(&config_name(name), &val.to_string()) {
+            Ok(()) => OK,
+            Err(e) => {
+                ffi::set_config_error(err, &e);
+                ERR
+            }
+        }
+    })
+}
+
+// ---- commands ------------------------------------------------------------------------
+
+unsafe extern "C" fn cmd_info(
+    ctx: *mut RedisModuleCtx,
+    _argv: *mut *mut RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "NVM.INFO", OK, || {
+        commands::nvm_info(ctx);
+        OK
+    })
+}
+
+unsafe extern "C" fn cmd_help(
+    ctx: *mut RedisModuleCtx,
+    _argv: *mut *mut RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "NVM.HELP", OK, || {
+        let lines: Vec<String> = commands::HELP.iter().map(|s| s.to_string()).collect();
+        ctx.reply_array_of_text(&lines);
+        OK
+    })
+}
+
+unsafe extern "C" fn cmd_check(
+    ctx: *mut RedisModuleCtx,
+    _argv: *mut *mut RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "NVM.CHECK", OK, || {
+        commands::nvm_check(ctx);
+        OK
+    })
+}
+
+unsafe extern "C" fn cmd_repair(
+    ctx: *mut RedisModuleCtx,
+    _argv: *mut *mut RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "NVM.REPAIR", OK, || {
+        commands::nvm_repair(ctx);
+        OK
+    })
+}
+
+unsafe extern "C" fn cmd_refused(
+    ctx: *mut RedisModuleCtx,
+    _argv: *mut *mut RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "refusal", OK, || {
+        commands::nvm_refused(ctx);
+        OK
+    })
+}
+
+unsafe extern "C" fn on_info(ictx: *mut RedisModuleInfoCtx, _for_crash_report: c_int) {
+    guarded(None, "INFO", (), || commands::info_section(InfoCtx(ictx)))
+}
+
+// ---- the data path -------------------------------------------------------------------
+
+/// Runs before every command (client, script, master): admission, then the argv hint.
+unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
+    guarded(None, "command filter", (), || {
+        let f = Filter(fctx);
+        if f.is_empty() || !CAPTURING.load(Ordering::Relaxed) {
+            return;
+        }
+        let name = f.arg(0);
+        if !ADMIT.load(Ordering::Relaxed) {
+            let sub = (f.len() > 1).then(|| f.arg(1));
+            if with_module(|m| m.is_write_command(name, sub)).unwrap_or(false) {
+                f.replace_all(&[b"nvm.refused"]);
+                return;
+            }
+        }
+        note_silent_stream_writes(&f, name);
+        let objects: Vec<usize> = (1..f.len().min(INDEXED_ARGS + 1))
+            .map(|i| f.arg_object(i))
+            .collect();
+        let hint = hinted_name(name)
+            .map(|cmd| Hint::new(cmd, (1..f.len()).map(|i| f.arg(i).to_vec()).collect()));
+        HintTable::with(|t| t.on_command(&objects, hint));
+    })
+}
+
+/// XACK, XCLAIM, XAUTOCLAIM and XREADGROUP change consumer groups without any keyspace
+/// event: their streams are logged whole at the end of the event-loop iteration.
+fn note_silent_stream_writes(f: &Filter, name: &[u8]) {
+    let silent = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if silent("xack") || silent("xclaim") || silent("xautoclaim") {
+        capture::defer(None, f.arg(1).to_vec());
+    } else if silent("xreadgroup") {
+        let args: Vec<&[u8]> = (1..f.len()).map(|i| f.arg(i)).collect();
+        if let Some(p) = args.iter().position(|a| a.eq_ignore_ascii_case(b"streams")) {
+            let rest = &args[p + 1..];
+            for key in &rest[..rest.len() / 2] {
+                capture::defer(None, key.to_vec());
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn on_keyspace(
+    ctx: *mut RedisModuleCtx,
+    _type: c_int,
+    event: *const c_char,
+    key: *mut RedisModuleString,
+) -> c_int {
+    if !CAPTURING.load(Ordering::Relaxed) {
+        return OK;
+    }
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "keyspace notification", OK, || {
+        capture::on_keyspace_event(ctx, ffi::c_str(event), key as usize, ffi::string_bytes(key));
+        OK
+    })
+}
+
+unsafe extern "C" fn on_server_event(
+    ctx: *mut RedisModuleCtx,
+    event: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    let ctx = Ctx(ctx);
+    guarded(Some(ctx), "server event", (), || match event.id {
+        raw::REDISMODULE_EVENT_EVENTLOOP
+            if sub == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP =>
+        {
+            if !STARTED.swap(true, Ordering::SeqCst) {
+                startup::run(ctx);
+            } else if capture::has_deferred() {
+                let databases = with_module(|m| m.databases).unwrap_or(16);
+                capture::log_deferred(ctx, databases);
+            }
+        }
+        raw::REDISMODULE_EVENT_FLUSHDB if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
+            if !CAPTURING.load(Ordering::Relaxed) {
+                return;
+            }
+            match ffi::flush_info_db(data) {
+                Some(db) if db < 0 => {
+                    with_module(|m| m.append(0, &[crate::effect::Effect::FlushAll]));
+                }
+                Some(db) => {
+                    let db = u8::try_from(db).unwrap_or(0);
+                    with_module(|m| m.append(db, &[crate::effect::Effect::FlushDb]));
+                }
+                None => {}
+            }
+        }
+        raw::REDISMODULE_EVENT_SWAPDB => {
+            if !CAPTURING.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some((a, b)) = ffi::swap_info_dbs(data) {
+                if let (Ok(a), Ok(b)) = (u8::try_from(a), u8::try_from(b)) {
+                    with_module(|m| m.append(a, &[crate::effect::Effect::SwapDb { other: b }]));
+                }
+            }
+        }
+        _ => {}
+    })
+}

@@ -1,0 +1,203 @@
+//! Restore: applies logged effects to the server's keyspace at start-up.
+//!
+//! Runs in the first event-loop iteration, before any client command is processed, with
+//! capture switched off (the writes below fire notifications that must not be logged
+//! again). Strings are written with the key API (the common case, and the fastest); other
+//! effects go through `RedisModule_Call` without replication or AOF propagation. Large
+//! collections are written in chunks so no single call builds a giant argv.
+
+use super::ffi::{Ctx, Reply};
+use crate::effect::{Effect, End, Value};
+
+const CHUNK: usize = 1024;
+
+/// Applies one effect to `db`. An `Err` means the server refused it (the log and the
+/// state disagree); the caller counts and reports it and carries on.
+pub fn apply(ctx: Ctx, db: u8, effect: &Effect) -> Result<(), String> {
+    if !ctx.select_db(i32::from(db)) {
+        return Err(format!("cannot select db {db}"));
+    }
+    match effect {
+        Effect::Put {
+            key,
+            value,
+            expire_at_ms,
+        } => put(ctx, key, value, *expire_at_ms),
+        Effect::Delete { key } => call(ctx, "DEL", &[key]),
+        Effect::ExpireAt { key, at_ms } => {
+            call(ctx, "PEXPIREAT", &[key, at_ms.to_string().as_bytes()])
+        }
+        Effect::Persist { key } => call(ctx, "PERSIST", &[key]),
+        Effect::IncrBy { key, by } => call(ctx, "INCRBY", &[key, by.to_string().as_bytes()]),
+        Effect::IncrByFloat { key, by } => call(ctx, "INCRBYFLOAT", &[key, by]),
+        Effect::Rename { from, to } => call(ctx, "RENAME", &[from, to]),
+        Effect::Move { key, to_db } => call(ctx, "MOVE", &[key, to_db.to_string().as_bytes()]),
+        Effect::HashSet { key, pairs } => chunked_pairs(ctx, "HSET", key, pairs),
+        Effect::HashDel { key, fields } => chunked(ctx, "HDEL", key, fields),
+        Effect::SetAdd { key, members } => chunked(ctx, "SADD", key, members),
+        Effect::SetRem { key, members } => chunked(ctx, "SREM", key, members),
+        Effect::ZsetAdd { key, pairs } => zadd(ctx, key, pairs),
+        Effect::ZsetRem { key, members } => chunked(ctx, "ZREM", key, members),
+        Effect::ZsetPop { key, max, count } => call(
+            ctx,
+            if *max { "ZPOPMAX" } else { "ZPOPMIN" },
+            &[key, count.to_string().as_bytes()],
+        ),
+        Effect::ListPush { key, end, elements } => chunked(ctx, push_command(*end), key, elements),
+        Effect::ListPop { key, end, count } => {
+            let cmd = if *end == End::Head { "LPOP" } else { "RPOP" };
+            call(ctx, cmd, &[key, count.to_string().as_bytes()])
+        }
+        Effect::ListTrim { key, start, stop } => call(
+            ctx,
+            "LTRIM",
+            &[
+                key,
+                start.to_string().as_bytes(),
+                stop.to_string().as_bytes(),
+            ],
+        ),
+        Effect::StreamAdd { key, id, fields } => {
+            let id = id.to_string();
+            let mut args: Vec<&[u8]> = vec![key, id.as_bytes()];
+            for (f, v) in fields {
+                args.push(f);
+                args.push(v);
+            }
+            call(ctx, "XADD", &args)
+        }
+        Effect::StreamTrim { key, min_id } => match min_id {
+            Some(id) => call(
+                ctx,
+                "XTRIM",
+                &[key, b"MINID", b"=", id.to_string().as_bytes()],
+            ),
+            None => call(ctx, "XTRIM", &[key, b"MAXLEN", b"=", b"0"]),
+        },
+        Effect::FlushDb => call(ctx, "FLUSHDB", &[]),
+        Effect::FlushAll => flush_all(ctx),
+        Effect::SwapDb { other } => call(
+            ctx,
+            "SWAPDB",
+            &[db.to_string().as_bytes(), other.to_string().as_bytes()],
+        ),
+    }
+}
+
+/// Empties every db with FLUSHDB: FLUSHALL would also rewrite dump.rdb when save points
+/// are configured, destroying a file the operator may still want.
+pub fn flush_all(ctx: Ctx) -> Result<(), String> {
+    for db in 0..database_count(ctx) {
+        if ctx.select_db(db) {
+            call(ctx, "FLUSHDB", &[])?;
+        }
+    }
+    ctx.select_db(0);
+    Ok(())
+}
+
+pub fn database_count(ctx: Ctx) -> i32 {
+    match ctx.call("CONFIG", &[b"GET", b"databases"]) {
+        Reply::Array(items) => items
+            .get(1)
+            .and_then(Reply::as_bytes)
+            .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+            .unwrap_or(16),
+        _ => 16,
+    }
+}
+
+fn put(ctx: Ctx, key: &[u8], value: &Value, expire_at_ms: i64) -> Result<(), String> {
+    if let Value::String(s) = value {
+        return ctx.put_string(key, s, expire_at_ms);
+    }
+    if let Value::StreamDump(dump) = value {
+        let ttl = expire_at_ms.max(0).to_string();
+        return call(
+            ctx,
+            "RESTORE",
+            &[key, ttl.as_bytes(), dump, b"REPLACE", b"ABSTTL"],
+        );
+    }
+    call(ctx, "DEL", &[key])?;
+    match value {
+        Value::List(items) => chunked(ctx, "RPUSH", key, items)?,
+        Value::Hash(pairs) => chunked_pairs(ctx, "HSET", key, pairs)?,
+        Value::Set(members) => chunked(ctx, "SADD", key, members)?,
+        Value::Zset(pairs) => zadd(ctx, key, pairs)?,
+        Value::String(_) | Value::StreamDump(_) => {}
+    }
+    if expire_at_ms >= 0 {
+        call(
+            ctx,
+            "PEXPIREAT",
+            &[key, expire_at_ms.to_string().as_bytes()],
+        )?;
+    }
+    Ok(())
+}
+
+fn push_command(end: End) -> &'static str {
+    match end {
+        End::Head => "LPUSH",
+        End::Tail => "RPUSH",
+    }
+}
+
+fn call(ctx: Ctx, command: &str, args: &[&[u8]]) -> Result<(), String> {
+    match ctx.call(command, args) {
+        Reply::Error(e) => Err(format!("{command}: {e}")),
+        _ => Ok(()),
+    }
+}
+
+fn chunked(ctx: Ctx, command: &str, key: &[u8], items: &[Vec<u8>]) -> Result<(), String> {
+    for chunk in items.chunks(CHUNK) {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
+        args.push(key);
+        args.extend(chunk.iter().map(Vec::as_slice));
+        call(ctx, command, &args)?;
+    }
+    Ok(())
+}
+
+fn chunked_pairs(
+    ctx: Ctx,
+    command: &str,
+    key: &[u8],
+    pairs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), String> {
+    for chunk in pairs.chunks(CHUNK) {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() * 2 + 1);
+        args.push(key);
+        for (a, b) in chunk {
+            args.push(a);
+            args.push(b);
+        }
+        call(ctx, command, &args)?;
+    }
+    Ok(())
+}
+
+fn zadd(ctx: Ctx, key: &[u8], pairs: &[(Vec<u8>, f64)]) -> Result<(), String> {
+    for chunk in pairs.chunks(CHUNK) {
+        // Rust prints the shortest decimal that parses back to the same f64.
+        let scores: Vec<String> = chunk.iter().map(|(_, s)| format_score(*s)).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() * 2 + 1);
+        args.push(key);
+        for ((member, _), score) in chunk.iter().zip(&scores) {
+            args.push(score.as_bytes());
+            args.push(member);
+        }
+        call(ctx, "ZADD", &args)?;
+    }
+    Ok(())
+}
+
+fn format_score(s: f64) -> String {
+    if s.is_infinite() {
+        if s > 0.0 { "+inf" } else { "-inf" }.to_string()
+    } else {
+        format!("{s:?}")
+    }
+}

@@ -1,0 +1,241 @@
+//! Start-up: reconciles what the server loaded by itself with the pool, then restores
+//! the pool into the keyspace, before the first client command runs.
+//!
+//! Runs once, in the first BEFORE_SLEEP event of the event loop: after the server has
+//! finished loading its own RDB/AOF, before it processes any client. The rules (also in
+//! docs/design.md, "Coexisting with RDB and AOF"):
+//! - the pool has records: it is the persistence of record. Whatever the server loaded
+//!   from RDB/AOF is an older copy (or, if the module was removed for a while, data the
+//!   pool never saw): it is emptied, with a warning that counts the keys and names the
+//!   files, and the pool's records are replayed. Nothing is loaded twice, the server never
+//!   sees a duplicated key, and dump.rdb itself is left untouched on disk.
+//! - the pool is new or empty: what the server loaded (a migration from RDB/AOF) is
+//!   imported into the pool as whole values, so it is durable from now on.
+//!
+//! A damaged record stops the replay there: the data before it is served, writes are
+//! refused (they would be appended after the damage) until NVM.REPAIR.
+
+use super::capture::whole_value;
+use super::ffi::{Ctx, Reply};
+use super::restore::{self, database_count};
+use super::state::{with_module, Refusal, CAPTURING};
+use crate::effect::decode;
+use crate::log::LogError;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub fn run(ctx: Ctx) {
+    let started = Instant::now();
+    let Some(has_records) = with_module(|m| m.pool.log().record_count() > 0) else {
+        return;
+    };
+    warn_about_server_persistence(ctx);
+    let server_keys = count_keys(ctx);
+
+    if has_records && server_keys > 0 {
+        ctx.log(
+            "warning",
+            &format!(
+                "redis-nvm: the server loaded {server_keys} keys from RDB/AOF, but the NVM pool is the persistence \
+                 of record: discarding them and restoring the pool (the RDB/AOF files are left as they are on disk)"
+            ),
+        );
+        if let Err(e) = restore::flush_all(ctx) {
+            ctx.log(
+                "warning",
+                &format!("redis-nvm: could not empty the keyspace: {e}"),
+            );
+        }
+        with_module(|m| m.stats.discarded_server_keys = server_keys);
+    }
+
+    let (replayed, replay_errors, damage) = replay(ctx);
+
+    if !has_records && server_keys > 0 {
+        let imported = import_loaded_keys(ctx);
+        ctx.log(
+            "notice",
+            &format!("redis-nvm: imported {imported} keys that the server loaded from RDB/AOF into the new pool"),
+        );
+    }
+
+    let write_commands = write_command_names(ctx);
+    let databases = database_count(ctx);
+    // Our own CONFIG GET/SCAN/restore calls must not show in the stats clients see.
+    ctx.call("SLOWLOG", &[b"RESET"]);
+    ctx.call("CONFIG", &[b"RESETSTAT"]);
+    ctx.select_db(0);
+
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let summary = with_module(|m| {
+        m.write_commands = write_commands;
+        m.databases = databases;
+        m.stats.replayed_records = replayed;
+        m.stats.replay_errors = replay_errors;
+        m.stats.recovery_ms = elapsed_ms;
+        m.refusal = None;
+        match &damage {
+            Some(why) => m.refuse(Refusal::Corrupt(why.clone())),
+            None => m.update_admission(),
+        }
+        format!(
+            "redis-nvm: restored {replayed} records (last lsn {}) from {} in {elapsed_ms} ms; mode {}; {}",
+            m.pool.log().last_lsn(),
+            m.pool.info().path.display(),
+            m.pool.info().mode,
+            match &damage {
+                Some(_) => "WRITES REFUSED until NVM.REPAIR (see above)",
+                None => "accepting writes",
+            }
+        )
+    });
+    if let Some(why) = &damage {
+        ctx.log(
+            "warning",
+            &format!(
+                "redis-nvm: POOL DAMAGED: {why}. Serving the {replayed} records before the damage; writes are refused. \
+                 Copy the pool file aside, inspect it with `nvm-tool check`, then run NVM.REPAIR to drop the damaged tail"
+            ),
+        );
+    }
+    if replay_errors > 0 {
+        ctx.log(
+            "warning",
+            &format!("redis-nvm: {replay_errors} records could not be applied during restore (see the lines above)"),
+        );
+    }
+    if let Some(s) = summary {
+        ctx.log("notice", &s);
+    }
+    CAPTURING.store(true, Ordering::SeqCst);
+}
+
+/// Replays every record; returns (applied, failed, damage description).
+fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
+    // Records are read under the lock in batches so the server calls happen without it.
+    let mut applied = 0u64;
+    let mut failed = 0u64;
+    let records = with_module(|m| m.pool.log().records().collect::<Vec<_>>()).unwrap_or_default();
+    for item in records {
+        let record = match item {
+            Ok(r) => r,
+            Err(LogError::Corrupt(c)) => return (applied, failed, Some(c.to_string())),
+            Err(e) => return (applied, failed, Some(e.to_string())),
+        };
+        let effect = match decode(record.kind, &record.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return (
+                    applied,
+                    failed,
+                    Some(format!(
+                        "record at pool offset {} (lsn {}) passed its checksum but cannot be decoded: {e}",
+                        record.offset, record.lsn
+                    )),
+                )
+            }
+        };
+        if let Err(e) = restore::apply(ctx, record.db, &effect) {
+            failed += 1;
+            if failed <= 10 {
+                ctx.log(
+                    "warning",
+                    &format!(
+                        "redis-nvm: lsn {} ({} in db {}): {e}",
+                        record.lsn,
+                        effect.name(),
+                        record.db
+                    ),
+                );
+            }
+        }
+        applied += 1;
+    }
+    (applied, failed, None)
+}
+
+fn count_keys(ctx: Ctx) -> u64 {
+    let mut total = 0u64;
+    for db in 0..database_count(ctx) {
+        if ctx.select_db(db) {
+            if let Reply::Int(n) = ctx.call("DBSIZE", &[]) {
+                total += n.max(0) as u64;
+            }
+        }
+    }
+    ctx.select_db(0);
+    total
+}
+
+/// Logs every key of every db as a whole value (a migration into a new pool).
+fn import_loaded_keys(ctx: Ctx) -> u64 {
+    let mut imported = 0u64;
+    for db in 0..database_count(ctx) {
+        if !ctx.select_db(db) {
+            continue;
+        }
+        let mut cursor = b"0".to_vec();
+        while let Reply::Array(parts) = ctx.call("SCAN", &[&cursor, b"COUNT", b"1000"]) {
+            let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1))
+            else {
+                break;
+            };
+            for key in keys.iter().filter_map(Reply::as_bytes) {
+                if let Some(effect) = whole_value(ctx, key) {
+                    let ok =
+                        with_module(|m| m.append(db as u8, &[effect]).is_ok()).unwrap_or(false);
+                    imported += u64::from(ok);
+                }
+            }
+            if next.as_slice() == b"0" {
+                break;
+            }
+            cursor = next.clone();
+        }
+    }
+    ctx.select_db(0);
+    imported
+}
+
+fn warn_about_server_persistence(ctx: Ctx) {
+    let get = |name: &[u8]| match ctx.call("CONFIG", &[b"GET", name]) {
+        Reply::Array(items) => items
+            .get(1)
+            .and_then(Reply::as_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    if get(b"appendonly").as_deref() == Some("yes") {
+        ctx.log(
+            "warning",
+            "redis-nvm: appendonly is yes: the AOF duplicates the NVM pool (and costs its fsyncs); \
+             at start-up the pool wins and the AOF's data is discarded. Set appendonly no",
+        );
+    }
+    if let Some(save) = get(b"save").filter(|s| !s.trim().is_empty()) {
+        ctx.log(
+            "notice",
+            &format!(
+                "redis-nvm: save points are configured ('{save}'): RDB snapshots still fork the server and are \
+                 ignored at start-up while the pool has data; set save \"\" unless you want them as backups"
+            ),
+        );
+    }
+}
+
+/// Names of the server's write commands, for refusing writes when the pool cannot take them.
+fn write_command_names(ctx: Ctx) -> std::collections::HashSet<Vec<u8>> {
+    let mut names = std::collections::HashSet::new();
+    if let Reply::Array(items) = ctx.call("COMMAND", &[b"LIST", b"FILTERBY", b"ACLCAT", b"write"]) {
+        for name in items.iter().filter_map(Reply::as_bytes) {
+            names.insert(name.to_ascii_lowercase());
+        }
+    }
+    // Keyless writes that must be refused too, whatever their ACL category says.
+    for n in [
+        "flushall", "flushdb", "swapdb", "restore", "migrate", "copy", "move",
+    ] {
+        names.insert(n.as_bytes().to_vec());
+    }
+    names
+}

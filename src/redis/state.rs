@@ -1,0 +1,209 @@
+//! The module's state, shared by its callbacks (all of which run on the server's main
+//! thread), and the one path by which effects reach the log.
+//!
+//! Invariants:
+//! - `append` returns only after the effects are persistent (durability `always`), or
+//!   after they are written to the log and will be made persistent by the next sync
+//!   (`everysec`); on any log error the module stops admitting writes (`refusal` is set)
+//!   and says why in the server log, in `NVM.INFO` and in every refusal.
+//! - `ADMIT` is true exactly when writes may run: the command filter reads it without a
+//!   lock on every command; it is cleared before a refusal reason is published.
+//! - No lock is held while calling into the server (a server call can fire a notification
+//!   that needs the lock again).
+
+use super::config::Settings;
+use crate::effect::{encode, Effect};
+use crate::log::{LogError, RecordRef};
+use crate::pool::Pool;
+use once_cell::sync::Lazy;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// True once recovery finished: notifications before that (the server loading its own
+/// RDB/AOF, or our replay) are not captured.
+pub static CAPTURING: AtomicBool = AtomicBool::new(false);
+/// True while writes are admitted (see the file comment).
+pub static ADMIT: AtomicBool = AtomicBool::new(false);
+
+pub static MODULE: Lazy<Mutex<Option<Module>>> = Lazy::new(|| Mutex::new(None));
+
+/// Runs `f` on the module state, if the module is loaded.
+pub fn with_module<T>(f: impl FnOnce(&mut Module) -> T) -> Option<T> {
+    let mut guard = MODULE.lock().unwrap_or_else(|p| p.into_inner());
+    guard.as_mut().map(f)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// Not enough free log space to admit another write.
+    Full { free: u64, reserve: u64 },
+    /// A flush or write to the pool failed: nothing more can be made durable.
+    Poisoned(String),
+    /// Recovery stopped at damage in the pool; writes would be appended after it.
+    Corrupt(String),
+    /// Start-up has not finished restoring the pool yet.
+    Starting,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub appended_records: u64,
+    pub appended_bytes: u64,
+    pub refused_writes: u64,
+    pub whole_value_effects: u64,
+    pub field_effects: u64,
+    pub replayed_records: u64,
+    pub replay_errors: u64,
+    pub recovery_ms: u64,
+    pub discarded_server_keys: u64,
+    pub imported_keys: u64,
+    /// Writes that ran but whose effects could not be made durable (a log error after
+    /// execution): reported, never silent.
+    pub in_doubt_writes: u64,
+    pub unsupported_type_events: u64,
+}
+
+pub struct Module {
+    pub pool: Pool,
+    pub settings: Settings,
+    pub server: String,
+    pub refusal: Option<Refusal>,
+    pub stats: Stats,
+    /// Lower-case names of the server's write commands (`name` and `container|sub`).
+    pub write_commands: HashSet<Vec<u8>>,
+    pub pending_rename: Option<(u8, Vec<u8>)>,
+    pub pending_move: Option<(u8, Vec<u8>)>,
+    /// The server's `databases` setting, read at start-up.
+    pub databases: i32,
+    scratch: Vec<u8>,
+}
+
+/// Free log space kept for writes already admitted (an admitted command may log more
+/// than its argv suggests, e.g. a whole value inside EXEC).
+pub fn reserve_for(capacity: u64) -> u64 {
+    (capacity / 64).clamp(1 << 20, 256 << 20).min(capacity / 2)
+}
+
+impl Module {
+    pub fn new(pool: Pool, settings: Settings, server: String) -> Module {
+        Module {
+            pool,
+            settings,
+            server,
+            refusal: Some(Refusal::Starting),
+            stats: Stats::default(),
+            write_commands: HashSet::new(),
+            pending_rename: None,
+            pending_move: None,
+            databases: 16,
+            scratch: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Appends the effects of one event for `db` as one atomic batch.
+    pub fn append(&mut self, db: u8, effects: &[Effect]) -> Result<(), LogError> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        self.scratch.clear();
+        let mut spans = Vec::with_capacity(effects.len());
+        for e in effects {
+            let start = self.scratch.len();
+            let kind = encode(e, &mut self.scratch);
+            spans.push((kind, start, self.scratch.len()));
+        }
+        let records: Vec<RecordRef> = spans
+            .iter()
+            .map(|&(kind, a, b)| RecordRef {
+                kind,
+                db,
+                payload: &self.scratch[a..b],
+            })
+            .collect();
+        let bytes: u64 = records.iter().map(|r| r.payload.len() as u64 + 24).sum();
+        let result = self.pool.log_mut().append(&records);
+        match result {
+            Ok(_) => {
+                self.stats.appended_records += records.len() as u64;
+                self.stats.appended_bytes += bytes;
+                self.update_admission();
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.in_doubt_writes += 1;
+                self.refuse(match &e {
+                    LogError::Full { .. } => Refusal::Full {
+                        free: self.pool.log().free_bytes(),
+                        reserve: reserve_for(self.pool.log().capacity()),
+                    },
+                    other => Refusal::Poisoned(other.to_string()),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    pub fn refuse(&mut self, why: Refusal) {
+        ADMIT.store(false, Ordering::SeqCst);
+        self.refusal = Some(why);
+    }
+
+    /// Re-evaluates whether writes may run (after an append, a repair, or start-up).
+    pub fn update_admission(&mut self) {
+        match self.refusal {
+            Some(Refusal::Poisoned(_)) | Some(Refusal::Corrupt(_)) | Some(Refusal::Starting) => {
+                return
+            }
+            _ => {}
+        }
+        let log = self.pool.log();
+        let reserve = reserve_for(log.capacity());
+        let free = log.free_bytes();
+        if free < reserve {
+            if !matches!(self.refusal, Some(Refusal::Full { .. })) {
+                self.refuse(Refusal::Full { free, reserve });
+            }
+        } else {
+            self.refusal = None;
+            ADMIT.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The error a refused write gets, one line, starting with an error code.
+    pub fn refusal_message(&self) -> String {
+        let path = self.pool.info().path.display().to_string();
+        match &self.refusal {
+            None => "NVMREFUSED write refused by redis-nvm".into(),
+            Some(Refusal::Full { free, reserve }) => format!(
+                "NVMFULL the NVM pool {path} has {free} bytes of log left (below its reserve of {reserve}); \
+                 the write was not executed. Delete data or restart with a larger pool (nvm.size)"
+            ),
+            Some(Refusal::Poisoned(why)) => format!(
+                "NVMPOISONED writes to the NVM pool {path} failed ({why}); the write was not executed. \
+                 Reads still work; check the device and restart the server"
+            ),
+            Some(Refusal::Corrupt(why)) => format!(
+                "NVMCORRUPT the NVM pool {path} is damaged ({why}); the write was not executed. \
+                 Reads serve the data before the damage; see NVM.CHECK, then NVM.REPAIR to drop the damaged tail"
+            ),
+            Some(Refusal::Starting) => "NVMLOADING redis-nvm is still restoring its pool".into(),
+        }
+    }
+
+    pub fn is_write_command(&self, name: &[u8], sub: Option<&[u8]>) -> bool {
+        let lower = name.to_ascii_lowercase();
+        if self.write_commands.contains(&lower) {
+            return true;
+        }
+        match sub {
+            Some(sub) => {
+                let mut full = lower;
+                full.push(b'|');
+                full.extend(sub.iter().map(u8::to_ascii_lowercase));
+                self.write_commands.contains(&full)
+            }
+            None => false,
+        }
+    }
+}

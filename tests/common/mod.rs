@@ -1,0 +1,354 @@
+//! Test harness: real `redis-server` 7.0 and `valkey-server` 8 processes with the module.
+//!
+//! Each server gets its own loopback port and its own directory under target/test-servers,
+//! is started with `--enable-debug-command local` (for DEBUG DIGEST) and is killed with
+//! SIGKILL by the tests about crashes (and on drop). The module is the release build:
+//! `make test` builds it first; `cargo test` alone builds it too if it is missing.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub use redis::{Commands, Connection, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Redis,
+    Valkey,
+}
+
+impl Flavor {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Flavor::Redis => "redis-server",
+            Flavor::Valkey => "valkey-server",
+        }
+    }
+}
+
+/// Both servers; a test runs its body against each.
+pub const FLAVORS: [Flavor; 2] = [Flavor::Redis, Flavor::Valkey];
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+static BUILD: Once = Once::new();
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn module_path() -> PathBuf {
+    repo().join("target/release/libredis_nvm.so")
+}
+
+/// Builds the release module once per test binary if it is missing.
+fn ensure_module() {
+    BUILD.call_once(|| {
+        if !module_path().exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--release", "--lib"])
+                .current_dir(repo())
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building the module failed");
+        }
+    });
+}
+
+fn free_port() -> u16 {
+    // Spread test binaries (they run concurrently) over distinct ranges by pid.
+    let base = 20000 + (std::process::id() % 200) as u16 * 100;
+    loop {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 100;
+        let port = base + n;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A test's directory: a fresh folder for the pool, the server's dir and its log.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let path = repo().join("target/test-servers").join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            NEXT_PORT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create test dir");
+        TestDir { path }
+    }
+
+    pub fn pool(&self) -> PathBuf {
+        self.path.join("pool.nvm")
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    pub flavor: Flavor,
+    pub dir: PathBuf,
+    /// Module arguments; `None` starts a stock server without the module.
+    pub module_args: Option<Vec<String>>,
+    pub extra: Vec<String>,
+    pub port: u16,
+}
+
+impl ServerSpec {
+    /// The module on `dir/pool.nvm`, emulation mode, a 64 MB pool.
+    pub fn module(flavor: Flavor, dir: &TestDir) -> ServerSpec {
+        ServerSpec {
+            flavor,
+            dir: dir.path.clone(),
+            module_args: Some(
+                [
+                    "path",
+                    &dir.pool().display().to_string(),
+                    "size",
+                    "64mb",
+                    "mode",
+                    "emulate",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+            extra: vec!["--save".into(), "".into()],
+            port: free_port(),
+        }
+    }
+
+    pub fn stock(flavor: Flavor, dir: &TestDir) -> ServerSpec {
+        ServerSpec {
+            flavor,
+            dir: dir.path.clone(),
+            module_args: None,
+            extra: vec!["--save".into(), "".into()],
+            port: free_port(),
+        }
+    }
+
+    pub fn with_args(mut self, args: &[&str]) -> ServerSpec {
+        if let Some(m) = self.module_args.as_mut() {
+            m.extend(args.iter().map(|s| s.to_string()));
+        }
+        self
+    }
+
+    pub fn with_extra(mut self, extra: &[&str]) -> ServerSpec {
+        self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("server-{}.log", self.port))
+    }
+
+    fn command(&self) -> Command {
+        ensure_module();
+        let mut cmd = Command::new(self.flavor.binary());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.log_path())
+            .arg("--enable-debug-command")
+            .arg("local")
+            .arg("--daemonize")
+            .arg("no");
+        for e in &self.extra {
+            cmd.arg(e);
+        }
+        if let Some(args) = &self.module_args {
+            cmd.arg("--loadmodule").arg(module_path());
+            for a in args {
+                cmd.arg(a);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    /// Starts the server and waits until it answers PING.
+    pub fn start(&self) -> Server {
+        let child = self
+            .command()
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.flavor.binary()));
+        let mut server = Server {
+            spec: self.clone(),
+            child: Some(child),
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Starts the server expecting it to exit (a bad configuration); returns its log.
+    pub fn start_expecting_failure(&self) -> String {
+        let mut child = self.command().spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(!status.success(), "server should have refused to start");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "server kept running: {}",
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+pub struct Server {
+    pub spec: ServerSpec,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "server exited ({status}) during start-up; log:\n{}",
+                        self.log()
+                    );
+                }
+            }
+            if let Ok(mut c) = self.try_conn() {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not answer PING; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.spec.port))?;
+        client.get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    pub fn conn(&self) -> Connection {
+        self.try_conn().expect("connect")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.spec.log_path()).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown path runs, nothing is flushed by the server.
+    pub fn kill9(mut self) -> ServerSpec {
+        self.kill_now();
+        self.spec.clone()
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// `DEBUG DIGEST` of the whole dataset.
+pub fn digest(c: &mut Connection) -> String {
+    redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(c)
+        .expect("DEBUG DIGEST")
+}
+
+/// `NVM.INFO` as a map.
+pub fn nvm_info(c: &mut Connection) -> std::collections::HashMap<String, String> {
+    let text: String = redis::cmd("NVM.INFO").query(c).expect("NVM.INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Every key of every db with its type, TTL presence and DUMP-free rendering, for
+/// readable failure messages when digests differ.
+pub fn snapshot(c: &mut Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for db in 0..16 {
+        let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
+        let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+        keys.sort();
+        for k in keys {
+            let t: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
+            let ttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
+            let dv: Value = redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg(&k)
+                .query(c)
+                .unwrap();
+            out.push(format!(
+                "db{db} {} {t} ttl={} {:?}",
+                String::from_utf8_lossy(&k),
+                if ttl >= 0 { "yes" } else { "no" },
+                dv
+            ));
+        }
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+    out
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}

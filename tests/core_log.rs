@@ -1,0 +1,597 @@
+//! Log and pool behaviour on damaged, full, truncated and locked pools, plus the real
+//! mapped-file modes available on this machine (emulate, msync; dax must be refused).
+
+use redis_nvm::log::{
+    decode_record, encode_header, encode_record, record_len, LogError, LogState, Record, RecordRef,
+    HEADER_LEN, MAX_PAYLOAD,
+};
+use redis_nvm::pmem::{CrashSim, Media, MediaError, MediaMode, RequestedMode};
+use redis_nvm::pool::{Pool, PoolError, PoolOptions, LOG_OFFSET, LOG_TAIL_OFFSET, MIN_POOL_SIZE};
+use std::path::Path;
+
+const POOL: u64 = MIN_POOL_SIZE;
+
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+/// A formatted in-memory pool holding `n` records (record i has payload length 10*i+3);
+/// returns its durable image.
+fn image_with(n: u64) -> Vec<u8> {
+    let sim = CrashSim::new(POOL);
+    let mut pool = Pool::from_media(Box::new(sim.clone()), true).unwrap();
+    for i in 1..=n {
+        let p = payload(i, (10 * i + 3) as usize);
+        let lsn = pool
+            .log_mut()
+            .append(&[RecordRef {
+                kind: i as u8,
+                db: (i % 16) as u8,
+                payload: &p,
+            }])
+            .unwrap();
+        assert_eq!(lsn, i);
+    }
+    sim.durable_image()
+}
+
+fn reopen(image: Vec<u8>) -> Pool {
+    Pool::from_media(Box::new(CrashSim::from_image(image)), false).unwrap()
+}
+
+fn ok_records(pool: &Pool) -> Vec<Record> {
+    pool.log().records().filter_map(Result::ok).collect()
+}
+
+fn corruption(pool: &Pool) -> redis_nvm::log::Corruption {
+    match pool.log().state() {
+        LogState::Corrupt(c) => c.clone(),
+        other => panic!("expected a corrupt log, got {other:?}"),
+    }
+}
+
+/// Pool offset of the header of record `lsn` in an image made by `image_with`.
+fn offset_of(lsn: u64) -> u64 {
+    LOG_OFFSET + (1..lsn).map(|i| record_len(10 * i + 3)).sum::<u64>()
+}
+
+#[test]
+fn codec_round_trip() {
+    for len in [0usize, 1, 7, 8, 9, 200, 4096] {
+        let p = payload(len as u64, len);
+        let r = RecordRef {
+            kind: 7,
+            db: 3,
+            payload: &p,
+        };
+        let mut buf = Vec::new();
+        encode_record(42, &r, &mut buf);
+        assert_eq!(buf.len() as u64, record_len(len as u64));
+        assert_eq!(buf.len() % 8, 0);
+        let (rec, used) = decode_record(&buf, 9000, 42).unwrap();
+        assert_eq!(used, buf.len() as u64);
+        assert_eq!(
+            rec,
+            Record {
+                lsn: 42,
+                offset: 9000,
+                kind: 7,
+                db: 3,
+                payload: p.clone()
+            }
+        );
+        assert!(decode_record(&buf, 9000, 43)
+            .unwrap_err()
+            .contains("lsn gap"));
+    }
+}
+
+#[test]
+fn records_read_back_in_order() {
+    let pool = reopen(image_with(20));
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    assert_eq!(pool.log().last_lsn(), 20);
+    assert_eq!(pool.log().record_count(), 20);
+    let recs = ok_records(&pool);
+    assert_eq!(recs.len(), 20);
+    for (i, r) in (1u64..).zip(&recs) {
+        assert_eq!(r.lsn, i);
+        assert_eq!(r.offset, offset_of(i));
+        assert_eq!(r.kind, i as u8);
+        assert_eq!(r.db, (i % 16) as u8);
+        assert_eq!(r.payload, payload(i, (10 * i + 3) as usize));
+    }
+    let used: u64 = (1..=20).map(|i| record_len(10 * i + 3)).sum();
+    assert_eq!(pool.log().used_bytes(), used);
+    assert_eq!(pool.log().capacity(), POOL - LOG_OFFSET);
+    assert_eq!(pool.log().free_bytes(), POOL - LOG_OFFSET - used);
+}
+
+fn assert_corrupt_at(image: Vec<u8>, lsn: u64, reason: &str) {
+    let pool = reopen(image);
+    let c = corruption(&pool);
+    assert_eq!(c.offset, offset_of(lsn), "{c}");
+    assert_eq!(c.lsn, lsn, "{c}");
+    assert!(c.reason.contains(reason), "{c}");
+    assert_eq!(pool.log().last_lsn(), lsn - 1);
+    // The valid prefix stays readable, then exactly one error.
+    let all: Vec<_> = pool.log().records().collect();
+    assert_eq!(all.len() as u64, lsn);
+    assert!(all[..lsn as usize - 1].iter().all(Result::is_ok));
+    match all.last() {
+        Some(Err(LogError::Corrupt(c2))) => assert_eq!(c2, &c),
+        other => panic!("expected a trailing corruption, got {other:?}"),
+    }
+    // Appends are refused until repair.
+    let mut pool = pool;
+    let err = pool
+        .log_mut()
+        .append(&[RecordRef {
+            kind: 1,
+            db: 0,
+            payload: b"x",
+        }])
+        .unwrap_err();
+    assert!(matches!(err, LogError::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn crc_failure_in_payload_detected_at_the_record() {
+    let mut image = image_with(10);
+    image[(offset_of(6) + HEADER_LEN + 5) as usize] ^= 0x10;
+    assert_corrupt_at(image, 6, "crc mismatch");
+}
+
+#[test]
+fn crc_failure_in_header_detected_at_the_record() {
+    // kind, db and lsn bytes are all covered by the crc.
+    for byte in [4u64, 5, 8, 15, 16] {
+        let mut image = image_with(10);
+        image[(offset_of(4) + byte) as usize] ^= 0x01;
+        assert_corrupt_at(image, 4, "crc mismatch");
+    }
+}
+
+#[test]
+fn damaged_length_field_detected() {
+    let mut image = image_with(10);
+    // A huge length cannot fit before the commit point.
+    image[(offset_of(7) + 3) as usize] = 0x7f;
+    assert_corrupt_at(image.clone(), 7, "");
+    let pool = reopen(image);
+    assert!(
+        corruption(&pool).reason.contains("exceeds"),
+        "{}",
+        corruption(&pool)
+    );
+}
+
+#[test]
+fn lsn_gap_detected() {
+    let mut image = image_with(10);
+    // Rewrite record 5 as an intact record that claims lsn 9.
+    let at = offset_of(5) as usize;
+    let p = payload(5, 53);
+    let h = encode_header(9, 5, 5, &p);
+    image[at..at + HEADER_LEN as usize].copy_from_slice(&h);
+    assert_corrupt_at(image, 5, "lsn gap: found lsn 9");
+}
+
+#[test]
+fn commit_word_out_of_range_detected_and_repairable() {
+    let mut image = image_with(5);
+    let at = LOG_TAIL_OFFSET as usize;
+    image[at..at + 8].copy_from_slice(&(POOL * 2).to_le_bytes());
+    let mut pool = reopen(image);
+    let c = corruption(&pool);
+    assert_eq!(c.offset, LOG_TAIL_OFFSET);
+    assert_eq!(c.lsn, 6);
+    assert!(c.reason.contains("commit word"), "{c}");
+    // The records before the damage remain readable.
+    assert_eq!(ok_records(&pool).len(), 5);
+    pool.log_mut().repair_truncate().unwrap();
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    assert_eq!(pool.log().used_bytes(), offset_of(6) - LOG_OFFSET);
+}
+
+#[test]
+fn full_is_refused_with_nothing_written() {
+    let sim = CrashSim::new(POOL);
+    let mut pool = Pool::from_media(Box::new(sim.clone()), true).unwrap();
+    let big = vec![0xabu8; 100_000];
+    let rec = RecordRef {
+        kind: 1,
+        db: 0,
+        payload: &big,
+    };
+    let mut appended = 0;
+    let err = loop {
+        match pool.log_mut().append(&[rec, rec]) {
+            Ok(_) => appended += 2,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(appended, 10);
+    let free = pool.log().free_bytes();
+    match err {
+        LogError::Full { needed, free: f } => {
+            assert_eq!(needed, 2 * record_len(100_000));
+            assert_eq!(f, free);
+        }
+        other => panic!("expected Full, got {other}"),
+    }
+    let events = sim.events();
+    let image = sim.durable_image();
+    // Still refused, still nothing written, and the log stays writable.
+    assert!(matches!(
+        pool.log_mut().append(&[rec, rec]),
+        Err(LogError::Full { .. })
+    ));
+    assert_eq!(sim.events(), events);
+    assert_eq!(sim.durable_image(), image);
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    let small = RecordRef {
+        kind: 2,
+        db: 0,
+        payload: b"still fits",
+    };
+    assert_eq!(pool.log_mut().append(&[small]).unwrap(), 11);
+}
+
+#[test]
+fn too_large_is_refused() {
+    let sim = CrashSim::new(POOL);
+    let mut pool = Pool::from_media(Box::new(sim.clone()), true).unwrap();
+    // calloc'd and never touched, so this costs no real memory.
+    let huge = vec![0u8; MAX_PAYLOAD as usize + 1];
+    let err = pool
+        .log_mut()
+        .append(&[RecordRef {
+            kind: 1,
+            db: 0,
+            payload: &huge,
+        }])
+        .unwrap_err();
+    assert!(
+        matches!(err, LogError::TooLarge(n) if n == MAX_PAYLOAD + 1),
+        "{err}"
+    );
+    assert_eq!(sim.events(), 3); // only the format's flushes and fence
+    assert_eq!(pool.log().state(), &LogState::Writable);
+}
+
+#[test]
+fn media_error_poisons_the_log() {
+    let sim = CrashSim::from_image(image_with(2)).with_crash_at(1);
+    let mut pool = Pool::from_media(Box::new(sim.clone()), false).unwrap();
+    let rec = RecordRef {
+        kind: 1,
+        db: 0,
+        payload: b"abc",
+    };
+    let err = pool.log_mut().append(&[rec]).unwrap_err();
+    assert!(matches!(err, LogError::Media(MediaError::Crashed)), "{err}");
+    assert!(matches!(pool.log().state(), LogState::Poisoned(_)));
+    assert!(matches!(
+        pool.log_mut().append(&[rec]),
+        Err(LogError::Poisoned(_))
+    ));
+    assert_eq!(pool.log().last_lsn(), 2);
+}
+
+#[test]
+fn repair_truncate_then_append_survives_reopen() {
+    let mut image = image_with(10);
+    image[(offset_of(8) + HEADER_LEN) as usize] ^= 0xff;
+    let sim = CrashSim::from_image(image);
+    let mut pool = Pool::from_media(Box::new(sim.clone()), false).unwrap();
+    assert_eq!(corruption(&pool).lsn, 8);
+    let dropped = pool.log_mut().repair_truncate().unwrap();
+    assert_eq!(
+        dropped,
+        (8..=10).map(|i| record_len(10 * i + 3)).sum::<u64>()
+    );
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    assert_eq!(pool.log_mut().repair_truncate().unwrap(), 0);
+    let lsn = pool
+        .log_mut()
+        .append(&[RecordRef {
+            kind: 99,
+            db: 1,
+            payload: b"after repair",
+        }])
+        .unwrap();
+    assert_eq!(lsn, 8);
+    drop(pool);
+    let pool = reopen(sim.durable_image());
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    let recs = ok_records(&pool);
+    assert_eq!(recs.len(), 8);
+    assert_eq!(recs[7].payload, b"after repair");
+    assert_eq!(recs[7].kind, 99);
+    assert_eq!(recs[6].payload, payload(7, 73));
+}
+
+fn opts(path: &Path, mode: RequestedMode) -> PoolOptions {
+    PoolOptions {
+        path: path.to_path_buf(),
+        size: POOL,
+        mode,
+        emulate_flush_delay_ns: 0,
+    }
+}
+
+fn mapped_round_trip(mode: RequestedMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    let mut expected = Vec::new();
+    {
+        let mut pool = Pool::open_or_create(&opts(&path, mode)).unwrap();
+        assert!(pool.info().created);
+        assert_eq!(pool.info().size, POOL);
+        assert_eq!(pool.info().uuid.len(), 36);
+        match (mode, pool.info().mode) {
+            (RequestedMode::Emulate, MediaMode::Emulate { .. }) => {}
+            (RequestedMode::Msync, MediaMode::Msync) => {}
+            (m, got) => panic!("requested {m}, got {got}"),
+        }
+        for i in 0..30u64 {
+            let p = payload(i, (i * 17) as usize);
+            let batch = [
+                RecordRef {
+                    kind: 1,
+                    db: 2,
+                    payload: &p,
+                },
+                RecordRef {
+                    kind: 3,
+                    db: 4,
+                    payload: b"tail",
+                },
+            ];
+            pool.log_mut().append(&batch).unwrap();
+            expected.push((1u8, 2u8, p.clone()));
+            expected.push((3, 4, b"tail".to_vec()));
+        }
+    }
+    let pool = Pool::open_or_create(&opts(&path, mode)).unwrap();
+    assert!(!pool.info().created);
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    let got: Vec<_> = ok_records(&pool)
+        .into_iter()
+        .map(|r| (r.kind, r.db, r.payload))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn emulate_mode_round_trip_through_reopen() {
+    mapped_round_trip(RequestedMode::Emulate);
+}
+
+#[test]
+fn msync_mode_round_trip_through_reopen() {
+    mapped_round_trip(RequestedMode::Msync);
+}
+
+#[test]
+fn dax_mode_is_refused_without_map_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    let err = Pool::open_or_create(&opts(&path, RequestedMode::Dax))
+        .err()
+        .expect("no DAX filesystem on this machine");
+    match &err {
+        PoolError::Media {
+            source: MediaError::Unsupported(msg),
+            ..
+        } => {
+            assert!(msg.contains("MAP_SYNC refused by"), "{msg}");
+            assert!(msg.contains("not a DAX filesystem"), "{msg}");
+        }
+        other => panic!("expected Unsupported, got {other}"),
+    }
+    // Auto falls back to msync and says why.
+    let pool = Pool::open_or_create(&opts(&path, RequestedMode::Auto)).unwrap();
+    assert_eq!(pool.info().mode, MediaMode::Msync);
+    assert!(
+        pool.info().mode_reason.contains("MAP_SYNC refused"),
+        "{}",
+        pool.info().mode_reason
+    );
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    let pool = Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
+    let err = Pool::open_or_create(&opts(&path, RequestedMode::Emulate))
+        .err()
+        .unwrap();
+    assert!(matches!(&err, PoolError::Locked(p) if p == &path), "{err}");
+    assert!(err.to_string().contains("pool.nvm"), "{err}");
+    assert!(matches!(
+        Pool::open_readonly(&path),
+        Err(PoolError::Locked(_))
+    ));
+    drop(pool);
+    let ro = Pool::open_readonly(&path).unwrap();
+    assert!(matches!(
+        Pool::open_or_create(&opts(&path, RequestedMode::Emulate)),
+        Err(PoolError::Locked(_))
+    ));
+    drop(ro);
+    Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
+}
+
+#[test]
+fn readonly_pool_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    drop(Pool::open_or_create(&opts(&path, RequestedMode::Msync)).unwrap());
+    let before = std::fs::read(&path).unwrap();
+    let mut pool = Pool::open_readonly(&path).unwrap();
+    let err = pool
+        .log_mut()
+        .append(&[RecordRef {
+            kind: 1,
+            db: 0,
+            payload: b"x",
+        }])
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    drop(pool);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn truncated_file_reported_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    let offsets = {
+        let mut pool = Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
+        let p = vec![7u8; 1000];
+        for _ in 0..100 {
+            pool.log_mut()
+                .append(&[RecordRef {
+                    kind: 1,
+                    db: 0,
+                    payload: &p,
+                }])
+                .unwrap();
+        }
+        ok_records(&pool)
+            .iter()
+            .map(|r| r.offset)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(offsets.len(), 100);
+    // Cut inside record 60.
+    let cut = offsets[59] + 100;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let mut pool = Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
+    assert_eq!(pool.info().size, POOL, "the superblock's size is kept");
+    let c = corruption(&pool);
+    assert_eq!(c.offset, offsets[59], "{c}");
+    assert_eq!(c.lsn, 60);
+    assert!(c.reason.contains("truncated"), "{c}");
+    assert_eq!(ok_records(&pool).len(), 59);
+    // After repair the log is usable within what the file still holds.
+    pool.log_mut().repair_truncate().unwrap();
+    assert!(pool.log().capacity() <= cut - LOG_OFFSET);
+    pool.log_mut()
+        .append(&[RecordRef {
+            kind: 2,
+            db: 0,
+            payload: b"ok",
+        }])
+        .unwrap();
+    drop(pool);
+    let pool = Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    assert_eq!(pool.log().last_lsn(), 60);
+}
+
+#[test]
+fn file_shorter_than_a_header_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    std::fs::write(&path, vec![0u8; 100]).unwrap();
+    let err = Pool::open_or_create(&opts(&path, RequestedMode::Emulate))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, PoolError::Truncated { file_len: 100, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_superblocks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    drop(Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap());
+    let good = std::fs::read(&path).unwrap();
+    let open = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        Pool::open_or_create(&opts(&path, RequestedMode::Emulate))
+            .err()
+            .unwrap()
+    };
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert!(matches!(open(&bad), PoolError::BadMagic { .. }));
+    let mut bad = good.clone();
+    bad[8] = 2;
+    assert!(matches!(
+        open(&bad),
+        PoolError::UnsupportedVersion { version: 2, .. }
+    ));
+    let mut bad = good.clone();
+    bad[20] ^= 1; // inside the uuid
+    let err = open(&bad);
+    assert!(matches!(err, PoolError::SuperblockChecksum { .. }), "{err}");
+    assert!(err.to_string().contains("pool.nvm"), "{err}");
+}
+
+#[test]
+fn existing_pool_keeps_its_size_and_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    let first = Pool::open_or_create(&opts(&path, RequestedMode::Emulate))
+        .unwrap()
+        .info()
+        .clone();
+    let mut o = opts(&path, RequestedMode::Emulate);
+    o.size = 4 * POOL;
+    let pool = Pool::open_or_create(&o).unwrap();
+    assert!(!pool.info().created);
+    assert_eq!(pool.info().size, POOL);
+    assert_eq!(pool.info().uuid, first.uuid);
+    assert_eq!(pool.info().created_unix_ms, first.created_unix_ms);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), POOL);
+}
+
+#[test]
+fn creation_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("pool.nvm");
+    let err = Pool::open_or_create(&opts(&missing, RequestedMode::Emulate))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, PoolError::MissingDir(d) if d.ends_with("no-such-dir")),
+        "{err}"
+    );
+    let path = dir.path().join("small.nvm");
+    let mut o = opts(&path, RequestedMode::Emulate);
+    o.size = POOL - 1;
+    let err = Pool::open_or_create(&o).err().unwrap();
+    assert!(matches!(err, PoolError::TooSmall { .. }), "{err}");
+    assert!(!path.exists(), "a refused pool leaves no file behind");
+    // Nothing but the (absent) pool in the directory: no temporary files left over.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn media_bounds_are_checked() {
+    let sim = CrashSim::new(4096);
+    assert!(matches!(
+        sim.write(4090, &[0u8; 8]),
+        Err(MediaError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        sim.read(u64::MAX - 2, &mut [0u8; 8]),
+        Err(MediaError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        sim.store_u64_atomic(12, 1),
+        Err(MediaError::Unsupported(_))
+    ));
+}
