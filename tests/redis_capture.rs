@@ -494,3 +494,33 @@ fn replica_captures_its_masters_stream() {
         assert!(!gone);
     }
 }
+
+#[test]
+fn everysec_durability_syncs_within_a_second_and_at_shutdown() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("everysec");
+        let spec = ServerSpec::module(flavor, &dir).with_args(&["durability", "everysec"]);
+        let server = spec.start();
+        let mut c = server.conn();
+        let info = nvm_info(&mut c);
+        assert_eq!(info["durability"], "everysec");
+        run_script(&mut c, "SET a 1\nRPUSH l x y\nHSET h f v");
+        wait_until(
+            "the deferred records to be synced",
+            Duration::from_secs(5),
+            || nvm_info(&mut c)["unsynced_bytes"] == "0",
+        );
+        let d1 = digest(&mut c);
+        let server = server.kill9().start();
+        let mut c = server.conn();
+        assert_eq!(digest(&mut c), d1, "{flavor:?}: synced writes lost");
+        // A clean shutdown syncs whatever is pending.
+        run_script(&mut c, "SET b 2");
+        let d2 = digest(&mut c);
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
+        let spec = server.kill9();
+        let server = spec.start();
+        let mut c = server.conn();
+        assert_eq!(digest(&mut c), d2, "{flavor:?}: shutdown did not sync");
+    }
+}

@@ -129,6 +129,11 @@ pub struct Log {
     last_lsn: u64,
     count: u64,
     state: LogState,
+    /// The encoded batch, reused across appends (no allocation on the write path).
+    scratch: Vec<u8>,
+    /// The commit word's durable value: below `tail` only after deferred appends
+    /// (durability everysec) that no `sync` has committed yet.
+    committed: u64,
 }
 
 impl Log {
@@ -155,6 +160,8 @@ impl Log {
             last_lsn: 0,
             count: 0,
             state: LogState::Writable,
+            scratch: Vec::new(),
+            committed: tail,
         };
         log.scan(capacity, present)?;
         Ok(log)
@@ -266,6 +273,51 @@ impl Log {
     /// current last lsn for an empty batch). Refusals (`Full`, `TooLarge`, `Corrupt`,
     /// `Poisoned`) write nothing. A media error poisons the log.
     pub fn append(&mut self, batch: &[RecordRef<'_>]) -> Result<u64, LogError> {
+        self.append_inner(batch, true)
+    }
+
+    /// Appends `batch` without making it durable: it becomes durable, and visible after a
+    /// crash, at the next `sync` or durable `append` (durability everysec). Refusals and
+    /// errors as for `append`.
+    pub fn append_deferred(&mut self, batch: &[RecordRef<'_>]) -> Result<u64, LogError> {
+        self.append_inner(batch, false)
+    }
+
+    /// Makes every deferred append durable and commits it. A media error poisons the log.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        if self.committed >= self.tail {
+            return Ok(());
+        }
+        if let LogState::Poisoned(why) = &self.state {
+            return Err(LogError::Poisoned(why.clone()));
+        }
+        let result = self.commit_pending();
+        result.map_err(|e| self.poison(e))
+    }
+
+    /// Bytes appended but not yet durable (durability everysec).
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.tail.saturating_sub(self.committed)
+    }
+
+    fn commit_pending(&mut self) -> Result<(), MediaError> {
+        let from = self.log_offset + self.committed;
+        self.media.flush(from, self.tail - self.committed)?;
+        self.media.fence()?;
+        self.media.store_u64_persistent(self.tail_word, self.tail)?;
+        self.media.fence()?;
+        self.committed = self.tail;
+        Ok(())
+    }
+
+    fn poison(&mut self, e: MediaError) -> LogError {
+        self.state = LogState::Poisoned(format!(
+            "an append failed ({e}); its outcome on the media is unknown"
+        ));
+        LogError::Media(e)
+    }
+
+    fn append_inner(&mut self, batch: &[RecordRef<'_>], durable: bool) -> Result<u64, LogError> {
         match &self.state {
             LogState::Writable => {}
             LogState::Corrupt(c) => return Err(LogError::Corrupt(c.clone())),
@@ -286,43 +338,51 @@ impl Log {
         if needed > free {
             return Err(LogError::Full { needed, free });
         }
-        match self.write_batch(batch, needed) {
+        match self.write_batch(batch, needed, durable) {
             Ok(()) => Ok(self.last_lsn),
-            Err(e) => {
-                self.state = LogState::Poisoned(format!(
-                    "an append failed ({e}); its outcome on the media is unknown"
-                ));
-                Err(LogError::Media(e))
-            }
+            Err(e) => Err(self.poison(e)),
         }
     }
 
-    fn write_batch(&mut self, batch: &[RecordRef<'_>], needed: u64) -> Result<(), MediaError> {
+    fn write_batch(
+        &mut self,
+        batch: &[RecordRef<'_>],
+        needed: u64,
+        durable: bool,
+    ) -> Result<(), MediaError> {
         let start = self.log_offset + self.tail;
-        let mut at = start;
         let mut lsn = self.last_lsn;
+        self.scratch.clear();
         for r in batch {
             lsn += 1;
             let len = r.payload.len() as u64;
-            self.media
-                .write(at, &encode_header(lsn, r.kind, r.db, r.payload))?;
-            self.media.write(at + HEADER_LEN, r.payload)?;
+            self.scratch
+                .extend_from_slice(&encode_header(lsn, r.kind, r.db, r.payload));
+            self.scratch.extend_from_slice(r.payload);
             let pad = padding(len) as usize;
-            if pad > 0 {
-                let zeros = [0u8; 8];
-                self.media
-                    .write(at + HEADER_LEN + len, zeros.get(..pad).unwrap_or(&[]))?;
-            }
-            at += record_len(len);
+            self.scratch.extend_from_slice(&[0u8; 8][..pad.min(8)]);
+        }
+        let new_tail = self.tail + needed;
+        if !durable {
+            self.media.write(start, &self.scratch)?;
+            self.tail = new_tail;
+            self.valid_end = new_tail;
+            self.last_lsn = lsn;
+            self.count += batch.len() as u64;
+            return Ok(());
+        }
+        if self.committed < self.tail {
+            // Earlier deferred records are written but not flushed: they go first.
+            self.media
+                .flush(self.log_offset + self.committed, self.tail - self.committed)?;
         }
         // Records durable first, so a durable commit word never names unwritten bytes.
-        self.media.flush(start, needed)?;
+        self.media.write_persistent(start, &self.scratch)?;
         self.media.fence()?;
-        let new_tail = self.tail + needed;
-        self.media.store_u64_atomic(self.tail_word, new_tail)?;
-        self.media.flush(self.tail_word, 8)?;
+        self.media.store_u64_persistent(self.tail_word, new_tail)?;
         self.media.fence()?;
         self.tail = new_tail;
+        self.committed = new_tail;
         self.valid_end = new_tail;
         self.last_lsn = lsn;
         self.count += batch.len() as u64;
@@ -384,6 +444,7 @@ impl Log {
             return Err(LogError::Media(e));
         }
         self.tail = self.valid_end;
+        self.committed = self.valid_end;
         self.state = LogState::Writable;
         Ok(dropped)
     }

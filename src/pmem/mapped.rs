@@ -366,6 +366,48 @@ impl Media for MappedFile {
         }
     }
 
+    fn write_persistent(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        if !self.uses_cache_flushes() {
+            self.write(offset, data)?;
+            return self.flush(offset, data.len() as u64);
+        }
+        self.check_writable()?;
+        let start = check_range(offset, data.len() as u64, self.len)?;
+        // Non-temporal stores need 8-byte alignment: the unaligned edges (none for log
+        // records, which are 8-aligned and padded) take the store + flush path.
+        let head = (8 - start % 8) % 8;
+        let head = head.min(data.len());
+        let body = (data.len() - head) / 8 * 8;
+        if head > 0 {
+            self.write(offset, &data[..head])?;
+            self.flush(offset, head as u64)?;
+        }
+        // SAFETY: [start+head, start+head+body) is inside the writable mapping (checked
+        // above), 8-aligned, and `data` is a distinct allocation.
+        unsafe { stream_copy(self.ptr.add(start + head), &data[head..head + body]) };
+        let tail = head + body;
+        if tail < data.len() {
+            self.write(offset + tail as u64, &data[tail..])?;
+            self.flush(offset + tail as u64, (data.len() - tail) as u64)?;
+        }
+        self.flushed_since_fence.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn store_u64_persistent(&self, offset: u64, value: u64) -> Result<(), MediaError> {
+        if !self.uses_cache_flushes() {
+            self.store_u64_atomic(offset, value)?;
+            return self.flush(offset, 8);
+        }
+        self.check_writable()?;
+        let start = check_word(offset, self.len)?;
+        // SAFETY: the word is inside the writable mapping and 8-aligned (checked above);
+        // one aligned 8-byte non-temporal store cannot be torn (invariant 7).
+        unsafe { stream_word(self.ptr.add(start), value.to_le()) };
+        self.flushed_since_fence.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn fence(&self) -> Result<(), MediaError> {
         match self.mode {
             MediaMode::Dax(_) => {
@@ -383,6 +425,51 @@ impl Media for MappedFile {
             MediaMode::Msync | MediaMode::CrashSim => Ok(()),
         }
     }
+}
+
+impl MappedFile {
+    /// True when durability comes from cache-line flushes (DAX, emulation), not msync.
+    fn uses_cache_flushes(&self) -> bool {
+        matches!(self.mode, MediaMode::Dax(_) | MediaMode::Emulate { .. })
+    }
+}
+
+/// Copies `src` to `dst` with 8-byte non-temporal stores.
+///
+/// # Safety
+/// `dst` must be 8-aligned and `[dst, dst+src.len())` inside one live writable mapping;
+/// `src.len()` must be a multiple of 8.
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_copy(dst: *mut u8, src: &[u8]) {
+    for (i, chunk) in src.chunks_exact(8).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // SAFETY: dst+8i is 8-aligned and inside the mapping (caller's contract).
+        unsafe { stream_word(dst.add(i * 8), u64::from_ne_bytes(word)) };
+    }
+}
+
+/// One 8-byte non-temporal store (`movnti`).
+///
+/// # Safety
+/// `dst` must be 8-aligned and inside a live writable mapping.
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_word(dst: *mut u8, value: u64) {
+    // SAFETY: the caller guarantees an aligned, writable destination; movnti is SSE2,
+    // which every x86_64 CPU has.
+    unsafe { std::arch::x86_64::_mm_stream_si64(dst.cast::<i64>(), value as i64) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn stream_copy(dst: *mut u8, src: &[u8]) {
+    // SAFETY: caller's contract; plain stores (only msync mode exists off x86_64).
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn stream_word(dst: *mut u8, value: u64) {
+    // SAFETY: caller's contract.
+    unsafe { std::ptr::write_volatile(dst.cast::<u64>(), value) };
 }
 
 /// Busy-waits: sleeping would cost far more than the few hundred ns being modelled.

@@ -78,89 +78,88 @@ pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) 
     let Ok(db) = u8::try_from(ctx.selected_db()) else {
         return;
     };
-    let Some((record_db, effects)) = effects_for(ctx, db, event, key_object, key) else {
+    let Some((record_db, effect, how)) = effect_for(ctx, db, event, key_object, key) else {
         return;
     };
     with_module(|m| {
-        let _ = m.append(record_db, &effects);
+        match how {
+            How::FieldLevel => m.stats.field_effects += 1,
+            How::WholeValue => m.stats.whole_value_effects += 1,
+            How::KeyLevel => {}
+        }
+        let _ = m.append(record_db, std::slice::from_ref(&effect));
     });
 }
 
-/// The effects of one event, and the db their record belongs to.
-fn effects_for(
+/// How an effect was obtained (for NVM.INFO).
+enum How {
+    KeyLevel,
+    FieldLevel,
+    WholeValue,
+}
+
+/// The effect of one event, the db its record belongs to, and how it was obtained.
+fn effect_for(
     ctx: Ctx,
     db: u8,
     event: &[u8],
     key_object: usize,
     key: &[u8],
-) -> Option<(u8, Vec<Effect>)> {
+) -> Option<(u8, Effect, How)> {
     let key_vec = || key.to_vec();
-    let one = |e: Effect| Some((db, vec![e]));
+    let key_level = |e: Effect| Some((db, e, How::KeyLevel));
+    let whole =
+        |read: StringRead| whole_value_with(ctx, key, read).map(|e| (db, e, How::WholeValue));
     match event {
         b"new" | b"keymiss" => None,
-        b"del" | b"expired" | b"evicted" => one(Effect::Delete { key: key_vec() }),
+        b"del" | b"expired" | b"evicted" => key_level(Effect::Delete { key: key_vec() }),
         b"expire" => match ctx.open_read(key) {
-            None => one(Effect::Delete { key: key_vec() }),
+            None => key_level(Effect::Delete { key: key_vec() }),
             Some(k) => match k.abs_expire() {
-                at if at >= 0 => one(Effect::ExpireAt {
+                at if at >= 0 => key_level(Effect::ExpireAt {
                     key: key_vec(),
                     at_ms: at,
                 }),
-                _ => one(Effect::Persist { key: key_vec() }),
+                _ => key_level(Effect::Persist { key: key_vec() }),
             },
         },
-        b"persist" => one(Effect::Persist { key: key_vec() }),
+        b"persist" => key_level(Effect::Persist { key: key_vec() }),
         b"rename_from" => {
             with_module(|m| m.pending_rename = Some((db, key_vec())));
             None
         }
-        b"rename_to" => {
-            let from = with_module(|m| m.pending_rename.take()).flatten();
-            match from {
-                Some((from_db, from)) if from_db == db => one(Effect::Rename {
-                    from,
-                    to: key_vec(),
-                }),
-                _ => whole_value(ctx, key).map(|e| (db, vec![e])),
-            }
-        }
+        b"rename_to" => match with_module(|m| m.pending_rename.take()).flatten() {
+            Some((from_db, from)) if from_db == db => key_level(Effect::Rename {
+                from,
+                to: key_vec(),
+            }),
+            _ => whole(StringRead::Direct),
+        },
         b"move_from" => {
             with_module(|m| m.pending_move = Some((db, key_vec())));
             None
         }
-        b"move_to" => {
-            let from = with_module(|m| m.pending_move.take()).flatten();
-            match from {
-                Some((from_db, k)) if k == key => {
-                    Some((from_db, vec![Effect::Move { key: k, to_db: db }]))
-                }
-                _ => whole_value(ctx, key).map(|e| (db, vec![e])),
+        b"move_to" => match with_module(|m| m.pending_move.take()).flatten() {
+            Some((from_db, k)) if k == key => {
+                Some((from_db, Effect::Move { key: k, to_db: db }, How::KeyLevel))
             }
-        }
+            _ => whole(StringRead::Direct),
+        },
         b"spop" => {
             defer(Some(db), key_vec());
             None
         }
-        b"xadd" => stream_added(ctx, key).map(|e| (db, vec![e])),
-        b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, vec![e])),
+        b"xadd" => stream_added(ctx, key).map(|e| (db, e, How::FieldLevel)),
+        b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, e, How::FieldLevel)),
         _ => {
             let plan = HintTable::with(|t| t.take_plan(key_object, event, key));
-            let effect = match plan.and_then(|p| field_effect(ctx, key, p)) {
-                Some(e) => {
-                    with_module(|m| m.stats.field_effects += 1);
-                    e
+            match plan.and_then(|p| field_effect(ctx, key, p)) {
+                Some(e) => Some((db, e, How::FieldLevel)),
+                None if matches!(event, b"incrby" | b"incrbyfloat") => {
+                    whole(StringRead::ThroughServer)
                 }
-                None => {
-                    with_module(|m| m.stats.whole_value_effects += 1);
-                    let read = if matches!(event, b"incrby" | b"incrbyfloat") {
-                        StringRead::ThroughServer
-                    } else {
-                        StringRead::Direct
-                    };
-                    whole_value_with(ctx, key, read)?
-                }
-            };
-            one(effect)
+                None => whole(StringRead::Direct),
+            }
         }
     }
 }
@@ -170,9 +169,13 @@ fn field_effect(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Effect> {
     let key_vec = key.to_vec();
     let open = || ctx.open_read(key);
     Some(match plan {
-        Plan::StringValue(value) => {
-            let k = open().filter(|k| k.key_type() == KeyType::String)?;
-            let expire = k.abs_expire();
+        Plan::StringValue { value, keep_ttl } => {
+            let expire = match keep_ttl {
+                true => open()
+                    .filter(|k| k.key_type() == KeyType::String)?
+                    .abs_expire(),
+                false => NO_EXPIRE,
+            };
             Effect::Put {
                 key: key_vec,
                 value: Value::String(value),

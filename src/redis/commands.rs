@@ -38,6 +38,7 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         ("mode", info.mode.to_string()),
         ("mode_reason", info.mode_reason.clone()),
         ("durability", m.settings.durability.as_str().to_string()),
+        ("unsynced_bytes", log.unsynced_bytes().to_string()),
         ("state", state),
         ("log_capacity", log.capacity().to_string()),
         ("log_used", log.used_bytes().to_string()),

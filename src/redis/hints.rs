@@ -23,6 +23,7 @@
 use crate::effect::End;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 /// The commands whose argv can make an effect field-level.
@@ -113,8 +114,13 @@ impl Hint {
 /// A field-level effect to build; the caller reads values from the key where needed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// The string value written (SET family), expiry to be read from the key.
-    StringValue(Vec<u8>),
+    /// The string value written (SET family). Every such command clears the key's TTL
+    /// (an EX/PX option fires its own `expire` event afterwards) except SET KEEPTTL,
+    /// for which the expiry must be read from the key.
+    StringValue {
+        value: Vec<u8>,
+        keep_ttl: bool,
+    },
     IncrBy(i64),
     /// The increment as the client wrote it: replayed by the server's own arithmetic.
     IncrByFloat(Vec<u8>),
@@ -202,12 +208,14 @@ pub fn plan(hint: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
     let a = &hint.args;
     let first_key_is = |k: &[u8]| a.first().map(|x| x.as_slice()) == Some(k);
     match (hint.command, event) {
-        (b"set" | b"setnx" | b"getset", b"set") if first_key_is(key) => {
-            Some(Plan::StringValue(a.get(1)?.clone()))
-        }
-        (b"setex" | b"psetex", b"set") if first_key_is(key) => {
-            Some(Plan::StringValue(a.get(2)?.clone()))
-        }
+        (b"set" | b"setnx" | b"getset", b"set") if first_key_is(key) => Some(Plan::StringValue {
+            value: a.get(1)?.clone(),
+            keep_ttl: hint.command == b"set" && a.iter().skip(2).any(|w| eq_ci(w, "keepttl")),
+        }),
+        (b"setex" | b"psetex", b"set") if first_key_is(key) => Some(Plan::StringValue {
+            value: a.get(2)?.clone(),
+            keep_ttl: false,
+        }),
         (b"mset" | b"msetnx", b"set") => {
             if a.is_empty() || !a.len().is_multiple_of(2) {
                 return None;
@@ -215,7 +223,10 @@ pub fn plan(hint: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
             // The last pair for the key wins, as it does in the server.
             a.chunks(2)
                 .rfind(|p| p[0] == key)
-                .map(|p| Plan::StringValue(p[1].clone()))
+                .map(|p| Plan::StringValue {
+                    value: p[1].clone(),
+                    keep_ttl: false,
+                })
         }
         (b"incr" | b"decr" | b"incrby" | b"decrby", b"incrby") if first_key_is(key) => {
             let by = match hint.command {
@@ -375,9 +386,32 @@ pub fn plan(hint: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
 }
 
 /// Hints by the address of their argv objects (see the file comment). Main thread only.
+/// Addresses are already well spread: a multiply is all the hashing they need.
+#[derive(Default)]
+pub struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = ((self.0 << 8) | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+struct Entry {
+    hint: Hint,
+    objects: Vec<usize>,
+}
+
 #[derive(Default)]
 pub struct HintTable {
-    by_object: HashMap<usize, Rc<RefCell<Hint>>>,
+    by_object: HashMap<usize, Rc<RefCell<Entry>>, BuildHasherDefault<AddressHasher>>,
 }
 
 /// Arguments past this position are not indexed: a key there falls back to a whole value.
@@ -392,15 +426,21 @@ impl HintTable {
     /// Records a filtered command: `objects` are the addresses of argv[1..], `hint` its
     /// argv if it is a hinted command.
     pub fn on_command(&mut self, objects: &[usize], hint: Option<Hint>) {
-        for o in objects {
-            self.by_object.remove(o);
+        if !self.by_object.is_empty() {
+            for o in objects {
+                self.by_object.remove(o);
+            }
         }
         if self.by_object.len() > MAX_ENTRIES {
-            // Only hints of commands rejected before running accumulate here.
+            // Only hints of commands that never ran (rejected, or queued in a transaction
+            // that was discarded) stay here: dropping them only costs a fallback.
             self.by_object.clear();
         }
         if let Some(hint) = hint {
-            let shared = Rc::new(RefCell::new(hint));
+            let shared = Rc::new(RefCell::new(Entry {
+                hint,
+                objects: objects.to_vec(),
+            }));
             for o in objects {
                 self.by_object.insert(*o, Rc::clone(&shared));
             }
@@ -409,13 +449,19 @@ impl HintTable {
 
     /// Uses the hint of the command whose argv holds `key_object`, if it explains `event`.
     pub fn take_plan(&mut self, key_object: usize, event: &[u8], key: &[u8]) -> Option<Plan> {
-        let shared = self.by_object.get(&key_object)?;
-        let mut hint = shared.borrow_mut();
-        if hint.uses_left == 0 {
+        let shared = Rc::clone(self.by_object.get(&key_object)?);
+        let mut entry = shared.borrow_mut();
+        if entry.hint.uses_left == 0 {
             return None;
         }
-        let plan = plan(&hint, event, key)?;
-        hint.uses_left -= 1;
+        let plan = plan(&entry.hint, event, key)?;
+        entry.hint.uses_left -= 1;
+        if entry.hint.uses_left == 0 {
+            // Used up: forget it now, so the table stays small on the common path.
+            for o in &entry.objects {
+                self.by_object.remove(o);
+            }
+        }
         Some(plan)
     }
 
@@ -605,17 +651,33 @@ mod tests {
     fn strings_take_their_value_or_increment_from_argv() {
         assert_eq!(
             plan(&hint("SET k v EX 10"), b"set", b"k"),
-            Some(Plan::StringValue(b"v".to_vec()))
+            Some(Plan::StringValue {
+                value: b"v".to_vec(),
+                keep_ttl: false
+            })
         );
         assert_eq!(
             plan(&hint("SETEX k 10 v"), b"set", b"k"),
-            Some(Plan::StringValue(b"v".to_vec()))
+            Some(Plan::StringValue {
+                value: b"v".to_vec(),
+                keep_ttl: false
+            })
         );
         assert_eq!(
             plan(&hint("MSET a 1 b 2 a 3"), b"set", b"a"),
-            Some(Plan::StringValue(b"3".to_vec()))
+            Some(Plan::StringValue {
+                value: b"3".to_vec(),
+                keep_ttl: false
+            })
         );
         assert_eq!(plan(&hint("MSET a 1 b"), b"set", b"a"), None);
+        assert_eq!(
+            plan(&hint("SET k v XX KEEPTTL"), b"set", b"k"),
+            Some(Plan::StringValue {
+                value: b"v".to_vec(),
+                keep_ttl: true
+            })
+        );
         assert_eq!(
             plan(&hint("DECRBY n 5"), b"incrby", b"n"),
             Some(Plan::IncrBy(-5))

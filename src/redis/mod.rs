@@ -41,6 +41,8 @@ const ERR: c_int = raw::REDISMODULE_ERR as c_int;
 static SETTINGS: Lazy<Mutex<Settings>> = Lazy::new(|| Mutex::new(Settings::default()));
 /// Set once the first event-loop iteration ran start-up.
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// Durability everysec is in effect (read on every event-loop iteration).
+static EVERYSEC: AtomicBool = AtomicBool::new(false);
 
 fn guarded<T>(ctx: Option<Ctx>, what: &str, default: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -103,13 +105,6 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         return ERR;
     }
     let settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if settings.durability == Durability::Everysec {
-        ctx.log(
-            "warning",
-            "redis-nvm: option 'durability': everysec is not implemented yet; use always (the default)",
-        );
-        return ERR;
-    }
 
     let options = PoolOptions {
         path: settings.path.clone(),
@@ -159,6 +154,10 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
             );
         }
     }
+    EVERYSEC.store(
+        settings.durability == Durability::Everysec,
+        Ordering::SeqCst,
+    );
     *MODULE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Module::new(pool, settings, server));
 
     let registered = ffi::create_command(
@@ -195,6 +194,7 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_EVENTLOOP, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server_event)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SHUTDOWN, on_server_event)
         && ffi::register_info(ctx, on_info);
     if !registered {
         ctx.log("warning", "redis-nvm: this server lacks a module API the module needs (commands, filters, events)");
@@ -407,12 +407,15 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             }
         }
         note_silent_stream_writes(&f, name);
-        let objects: Vec<usize> = (1..f.len().min(INDEXED_ARGS + 1))
-            .map(|i| f.arg_object(i))
-            .collect();
+        let mut objects = [0usize; INDEXED_ARGS];
+        let indexed = f.len().saturating_sub(1).min(INDEXED_ARGS);
+        for (i, slot) in objects.iter_mut().take(indexed).enumerate() {
+            *slot = f.arg_object(i + 1);
+        }
+        let objects = &objects[..indexed];
         let hint = hinted_name(name)
             .map(|cmd| Hint::new(cmd, (1..f.len()).map(|i| f.arg(i).to_vec()).collect()));
-        HintTable::with(|t| t.on_command(&objects, hint));
+        HintTable::with(|t| t.on_command(objects, hint));
     })
 }
 
@@ -462,9 +465,14 @@ unsafe extern "C" fn on_server_event(
         {
             if !STARTED.swap(true, Ordering::SeqCst) {
                 startup::run(ctx);
-            } else if capture::has_deferred() {
-                let databases = with_module(|m| m.databases).unwrap_or(16);
-                capture::log_deferred(ctx, databases);
+            } else {
+                if capture::has_deferred() {
+                    let databases = with_module(|m| m.databases).unwrap_or(16);
+                    capture::log_deferred(ctx, databases);
+                }
+                if EVERYSEC.load(Ordering::Relaxed) {
+                    with_module(|m| m.sync_if_due(false));
+                }
             }
         }
         raw::REDISMODULE_EVENT_FLUSHDB if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
@@ -481,6 +489,9 @@ unsafe extern "C" fn on_server_event(
                 }
                 None => {}
             }
+        }
+        raw::REDISMODULE_EVENT_SHUTDOWN => {
+            with_module(|m| m.sync_if_due(true));
         }
         raw::REDISMODULE_EVENT_SWAPDB => {
             if !CAPTURING.load(Ordering::Relaxed) {

@@ -11,7 +11,7 @@
 //! - No lock is held while calling into the server (a server call can fire a notification
 //!   that needs the lock again).
 
-use super::config::Settings;
+use super::config::{Durability, Settings};
 use crate::effect::{encode, Effect};
 use crate::log::{LogError, RecordRef};
 use crate::pool::Pool;
@@ -76,8 +76,13 @@ pub struct Module {
     pub pending_move: Option<(u8, Vec<u8>)>,
     /// The server's `databases` setting, read at start-up.
     pub databases: i32,
+    /// When deferred appends were last made durable (durability everysec).
+    pub last_sync: std::time::Instant,
     scratch: Vec<u8>,
 }
+
+/// The most effects one event produces (today: one).
+pub const MAX_BATCH: usize = 4;
 
 /// Free log space kept for writes already admitted (an admitted command may log more
 /// than its argv suggests, e.g. a whole value inside EXEC).
@@ -97,32 +102,40 @@ impl Module {
             pending_rename: None,
             pending_move: None,
             databases: 16,
+            last_sync: std::time::Instant::now(),
             scratch: Vec::with_capacity(4096),
         }
     }
 
-    /// Appends the effects of one event for `db` as one atomic batch.
+    /// Appends the effects of one event for `db`, atomically in batches of MAX_BATCH.
     pub fn append(&mut self, db: u8, effects: &[Effect]) -> Result<(), LogError> {
-        if effects.is_empty() {
-            return Ok(());
+        for batch in effects.chunks(MAX_BATCH) {
+            self.append_batch(db, batch)?;
         }
+        Ok(())
+    }
+
+    fn append_batch(&mut self, db: u8, effects: &[Effect]) -> Result<(), LogError> {
         self.scratch.clear();
-        let mut spans = Vec::with_capacity(effects.len());
-        for e in effects {
+        let mut spans = [(0u8, 0usize, 0usize); MAX_BATCH];
+        let count = effects.len().min(MAX_BATCH);
+        for (span, e) in spans.iter_mut().zip(effects) {
             let start = self.scratch.len();
             let kind = encode(e, &mut self.scratch);
-            spans.push((kind, start, self.scratch.len()));
+            *span = (kind, start, self.scratch.len());
         }
-        let records: Vec<RecordRef> = spans
-            .iter()
-            .map(|&(kind, a, b)| RecordRef {
-                kind,
-                db,
-                payload: &self.scratch[a..b],
-            })
-            .collect();
+        let record = |&(kind, a, b): &(u8, usize, usize)| RecordRef {
+            kind,
+            db,
+            payload: self.scratch.get(a..b).unwrap_or(&[]),
+        };
+        let records: [RecordRef; MAX_BATCH] = std::array::from_fn(|i| record(&spans[i]));
+        let records = &records[..count];
         let bytes: u64 = records.iter().map(|r| r.payload.len() as u64 + 24).sum();
-        let result = self.pool.log_mut().append(&records);
+        let result = match self.settings.durability {
+            Durability::Always => self.pool.log_mut().append(records),
+            Durability::Everysec => self.pool.log_mut().append_deferred(records),
+        };
         match result {
             Ok(_) => {
                 self.stats.appended_records += records.len() as u64;
@@ -141,6 +154,21 @@ impl Module {
                 });
                 Err(e)
             }
+        }
+    }
+
+    /// Durability everysec: makes deferred appends durable once a second has passed
+    /// (or now, with `force`). A failure poisons the module like a failed append.
+    pub fn sync_if_due(&mut self, force: bool) {
+        if self.pool.log().unsynced_bytes() == 0 {
+            return;
+        }
+        if !force && self.last_sync.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_sync = std::time::Instant::now();
+        if let Err(e) = self.pool.log_mut().sync() {
+            self.refuse(Refusal::Poisoned(e.to_string()));
         }
     }
 
@@ -164,7 +192,9 @@ impl Module {
             if !matches!(self.refusal, Some(Refusal::Full { .. })) {
                 self.refuse(Refusal::Full { free, reserve });
             }
-        } else {
+        } else if self.refusal.is_some() || !ADMIT.load(Ordering::Relaxed) {
+            // Only on a change: a locked store on every append would wait for the
+            // cache-line write-backs the append just issued.
             self.refusal = None;
             ADMIT.store(true, Ordering::SeqCst);
         }
