@@ -122,6 +122,8 @@ pub struct Log {
     log_offset: u64,
     /// Bytes records may occupy: the superblock's capacity, cut to what the media holds.
     capacity: u64,
+    /// The superblock's capacity (what a full-size file holds).
+    sb_capacity: u64,
     /// The commit word as last read or written (may be garbage when `Corrupt`).
     tail: u64,
     /// Bytes of the valid prefix (== `tail` when `Writable`).
@@ -155,6 +157,7 @@ impl Log {
             tail_word,
             log_offset,
             capacity: usable,
+            sb_capacity: capacity,
             tail,
             valid_end: 0,
             last_lsn: 0,
@@ -431,7 +434,12 @@ impl Log {
             LogState::Poisoned(why) => return Err(LogError::Poisoned(why.clone())),
             LogState::Corrupt(_) => {}
         }
-        let dropped = self.tail.min(self.capacity).saturating_sub(self.valid_end);
+        // Committed bytes past the valid prefix, even those a truncated file no longer holds
+        // (an impossible commit word counts up to the capacity).
+        let dropped = self
+            .tail
+            .min(self.sb_capacity)
+            .saturating_sub(self.valid_end);
         let res = self
             .media
             .store_u64_atomic(self.tail_word, self.valid_end)

@@ -95,6 +95,11 @@ pub enum PoolError {
         file_len: u64,
         need: u64,
     },
+    /// A repair could not be carried out (the log said why).
+    Repair {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl fmt::Display for PoolError {
@@ -137,6 +142,9 @@ impl fmt::Display for PoolError {
                 "pool {}: size {size} bytes is below the minimum of {min} bytes",
                 path.display()
             ),
+            PoolError::Repair { path, reason } => {
+                write!(f, "repairing pool {} failed: {reason}", path.display())
+            }
             PoolError::Truncated {
                 path,
                 file_len,
@@ -168,6 +176,8 @@ pub struct Pool {
     info: PoolInfo,
     /// Holds the flock for the pool's lifetime (None for caller-supplied media).
     _lock: Option<File>,
+    /// How the pool was opened, to map it again after a repair regrows the file.
+    options: Option<PoolOptions>,
 }
 
 /// The path reported for media that does not come from a file.
@@ -194,7 +204,50 @@ impl Pool {
         let (media, reason) =
             MappedFile::open(path, sb.pool_size, opts.mode, opts.emulate_flush_delay_ns)
                 .map_err(|source| media_error(path, source))?;
-        Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file))
+        let mut pool = Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file))?;
+        pool.options = Some(opts.clone());
+        Ok(pool)
+    }
+
+    /// Repairs a damaged log: durably drops everything after its valid prefix, and when
+    /// the file was cut short, allocates it back to the pool's size and maps it again so
+    /// the log has its full capacity. Returns the committed bytes dropped.
+    pub fn repair(&mut self) -> Result<u64, PoolError> {
+        let path = self.info.path.clone();
+        let dropped = self.log.repair_truncate().map_err(|e| PoolError::Repair {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let (Some(file), Some(opts)) = (self._lock.as_ref(), self.options.clone()) else {
+            return Ok(dropped);
+        };
+        let file_len = file
+            .metadata()
+            .map_err(|e| io_error(&path, "stat", e))?
+            .len();
+        if file_len >= self.superblock.pool_size {
+            return Ok(dropped);
+        }
+        crate::pmem::allocate_file(file, self.superblock.pool_size)
+            .map_err(|e| io_error(&path, "posix_fallocate", e))?;
+        let (media, reason) = MappedFile::open(
+            &path,
+            self.superblock.pool_size,
+            opts.mode,
+            opts.emulate_flush_delay_ns,
+        )
+        .map_err(|source| media_error(&path, source))?;
+        let media: Arc<dyn Media> = Arc::new(media);
+        self.log = Log::open(
+            Arc::clone(&media),
+            LOG_TAIL_OFFSET,
+            self.superblock.log_offset,
+            self.superblock.log_capacity,
+        )
+        .map_err(|source| media_error(&path, source))?;
+        self.media = media;
+        self.info.mode_reason = reason;
+        Ok(dropped)
     }
 
     /// Opens an existing pool for inspection: read-only mapping, shared lock (so it fails
@@ -268,6 +321,7 @@ impl Pool {
             log,
             info,
             _lock: lock,
+            options: None,
         })
     }
 

@@ -154,7 +154,7 @@ pub fn nvm_repair(ctx: Ctx) {
         if !matches!(m.refusal, Some(Refusal::Corrupt(_))) {
             return Err("ERR nothing to repair: the pool is not damaged".to_string());
         }
-        match m.pool.log_mut().repair_truncate() {
+        match m.pool.repair() {
             Ok(dropped) => {
                 m.refusal = None;
                 m.update_admission();

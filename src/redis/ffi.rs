@@ -87,6 +87,48 @@ impl Ctx {
         }
     }
 
+    /// The number of dbs (`databases`), found by selecting without a server call.
+    pub fn database_count(self) -> i32 {
+        let current = self.selected_db();
+        let mut n = 0;
+        while n < 4096 && self.select_db(n) {
+            n += 1;
+        }
+        self.select_db(current);
+        n
+    }
+
+    /// Keys in the selected db.
+    pub fn db_size(self) -> u64 {
+        match api!(RedisModule_DbSize) {
+            // SAFETY: live ctx.
+            Some(f) => unsafe { f(self.0) },
+            None => 0,
+        }
+    }
+
+    /// A numeric field of an INFO section, read without a command call (so it does not
+    /// show in the command stats clients see).
+    pub fn server_info_number(self, section: &str, field: &str) -> Option<i64> {
+        let (get, field_of, free) = (
+            api!(RedisModule_GetServerInfo)?,
+            api!(RedisModule_ServerInfoGetFieldSigned)?,
+            api!(RedisModule_FreeServerInfo)?,
+        );
+        let (section, field) = (CString::new(section).ok()?, CString::new(field).ok()?);
+        // SAFETY: live ctx; the section name is NUL-terminated; the data is freed below.
+        let data = unsafe { get(self.0, section.as_ptr()) };
+        if data.is_null() {
+            return None;
+        }
+        let mut err: c_int = 0;
+        // SAFETY: live info data and a NUL-terminated field name.
+        let value = unsafe { field_of(data, field.as_ptr(), &mut err) };
+        // SAFETY: frees the data obtained above, once.
+        unsafe { free(self.0, data) };
+        (err == 0).then_some(value)
+    }
+
     /// Opens `key` for reading; `None` when it does not exist.
     pub fn open_read(self, key: &[u8]) -> Option<Key> {
         let name = OwnedString::new(self, key)?;
@@ -586,6 +628,50 @@ impl Filter {
         // SAFETY: live filter context; out-of-range positions return null.
         let s = unsafe { get(self.0, i as c_int) };
         string_bytes(s)
+    }
+
+    /// Whether the command writes a key, from the server's own key specs (flags RW, OW or
+    /// RM on any key). Works in a filter: the server ignores the context here.
+    pub fn writes_a_key(&self) -> bool {
+        let (Some(keys_of), Some(get), Some(free)) = (
+            api!(RedisModule_GetCommandKeysWithFlags),
+            api!(RedisModule_CommandFilterArgGet),
+            api!(RedisModule_Free),
+        ) else {
+            return false;
+        };
+        let n = self.len();
+        // SAFETY: live filter context; positions 0..n exist.
+        let mut argv: Vec<*mut RedisModuleString> =
+            (0..n).map(|i| unsafe { get(self.0, i as c_int) }).collect();
+        let mut count: c_int = 0;
+        let mut flags: *mut c_int = ptr::null_mut();
+        // SAFETY: argv holds n live argument strings; the server allocates the outputs.
+        let positions = unsafe {
+            keys_of(
+                ptr::null_mut(),
+                argv.as_mut_ptr(),
+                n as c_int,
+                &mut count,
+                &mut flags,
+            )
+        };
+        let mut writes = false;
+        if !flags.is_null() {
+            // SAFETY: the server wrote `count` flags.
+            let all = unsafe { std::slice::from_raw_parts(flags, count.max(0) as usize) };
+            let write_flags = (raw::REDISMODULE_CMD_KEY_RW
+                | raw::REDISMODULE_CMD_KEY_OW
+                | raw::REDISMODULE_CMD_KEY_RM) as c_int;
+            writes = all.iter().any(|f| f & write_flags != 0);
+            // SAFETY: allocated by the server for us; freed once.
+            unsafe { free(flags.cast::<c_void>()) };
+        }
+        if !positions.is_null() {
+            // SAFETY: as above.
+            unsafe { free(positions.cast::<c_void>()) };
+        }
+        writes
     }
 
     /// The address of argument `i`'s object: the same object a notification about that

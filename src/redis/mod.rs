@@ -399,12 +399,9 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             return;
         }
         let name = f.arg(0);
-        if !ADMIT.load(Ordering::Relaxed) {
-            let sub = (f.len() > 1).then(|| f.arg(1));
-            if with_module(|m| m.is_write_command(name, sub)).unwrap_or(false) {
-                f.replace_all(&[b"nvm.refused"]);
-                return;
-            }
+        if !ADMIT.load(Ordering::Relaxed) && is_write(&f, name) {
+            f.replace_all(&[b"nvm.refused"]);
+            return;
         }
         note_silent_stream_writes(&f, name);
         let mut objects = [0usize; INDEXED_ARGS];
@@ -417,6 +414,26 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             .map(|cmd| Hint::new(cmd, (1..f.len()).map(|i| f.arg(i).to_vec()).collect()));
         HintTable::with(|t| t.on_command(objects, hint));
     })
+}
+
+/// Whether a command must be refused while the pool cannot take writes: it writes a key
+/// (per the server's key specs), or it is one of the keyless writes. Scripts are not:
+/// each write they make passes the filter on its own.
+fn is_write(f: &Filter, name: &[u8]) -> bool {
+    const KEYLESS_WRITES: &[&[u8]] = &[b"flushall", b"flushdb", b"swapdb"];
+    const SCRIPTS: &[&[u8]] = &[
+        b"eval",
+        b"evalsha",
+        b"eval_ro",
+        b"evalsha_ro",
+        b"fcall",
+        b"fcall_ro",
+    ];
+    let is = |names: &[&[u8]]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+    if is(SCRIPTS) {
+        return false;
+    }
+    is(KEYLESS_WRITES) || f.writes_a_key()
 }
 
 /// XACK, XCLAIM, XAUTOCLAIM and XREADGROUP change consumer groups without any keyspace

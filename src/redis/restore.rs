@@ -87,24 +87,13 @@ pub fn apply(ctx: Ctx, db: u8, effect: &Effect) -> Result<(), String> {
 /// Empties every db with FLUSHDB: FLUSHALL would also rewrite dump.rdb when save points
 /// are configured, destroying a file the operator may still want.
 pub fn flush_all(ctx: Ctx) -> Result<(), String> {
-    for db in 0..database_count(ctx) {
+    for db in 0..ctx.database_count() {
         if ctx.select_db(db) {
             call(ctx, "FLUSHDB", &[])?;
         }
     }
     ctx.select_db(0);
     Ok(())
-}
-
-pub fn database_count(ctx: Ctx) -> i32 {
-    match ctx.call("CONFIG", &[b"GET", b"databases"]) {
-        Reply::Array(items) => items
-            .get(1)
-            .and_then(Reply::as_bytes)
-            .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
-            .unwrap_or(16),
-        _ => 16,
-    }
 }
 
 fn put(ctx: Ctx, key: &[u8], value: &Value, expire_at_ms: i64) -> Result<(), String> {

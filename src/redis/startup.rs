@@ -17,7 +17,7 @@
 
 use super::capture::whole_value;
 use super::ffi::{Ctx, Reply};
-use super::restore::{self, database_count};
+use super::restore;
 use super::state::{with_module, Refusal, CAPTURING};
 use crate::effect::decode;
 use crate::log::LogError;
@@ -29,8 +29,9 @@ pub fn run(ctx: Ctx) {
     let Some(has_records) = with_module(|m| m.pool.log().record_count() > 0) else {
         return;
     };
-    warn_about_server_persistence(ctx);
-    let server_keys = count_keys(ctx);
+    let databases = ctx.database_count();
+    announce_policy(ctx);
+    let server_keys = count_keys(ctx, databases);
 
     if has_records && server_keys > 0 {
         ctx.log(
@@ -51,27 +52,29 @@ pub fn run(ctx: Ctx) {
 
     let (replayed, replay_errors, damage) = replay(ctx);
 
+    let mut imported = 0;
     if !has_records && server_keys > 0 {
-        let imported = import_loaded_keys(ctx);
+        imported = import_loaded_keys(ctx, databases);
         ctx.log(
             "notice",
             &format!("redis-nvm: imported {imported} keys that the server loaded from RDB/AOF into the new pool"),
         );
     }
 
-    let write_commands = write_command_names(ctx);
-    let databases = database_count(ctx);
-    // Our own CONFIG GET/SCAN/restore calls must not show in the stats clients see.
-    ctx.call("SLOWLOG", &[b"RESET"]);
-    ctx.call("CONFIG", &[b"RESETSTAT"]);
+    if replayed > 0 || server_keys > 0 {
+        // Restoring went through server calls: clients must not see them in the stats of
+        // a server that, to them, has just started. (The reset itself stays counted once.)
+        ctx.call("SLOWLOG", &[b"RESET"]);
+        ctx.call("CONFIG", &[b"RESETSTAT"]);
+    }
     ctx.select_db(0);
 
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let summary = with_module(|m| {
-        m.write_commands = write_commands;
         m.databases = databases;
         m.stats.replayed_records = replayed;
         m.stats.replay_errors = replay_errors;
+        m.stats.imported_keys = imported;
         m.stats.recovery_ms = elapsed_ms;
         m.refusal = None;
         match &damage {
@@ -154,13 +157,11 @@ fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
     (applied, failed, None)
 }
 
-fn count_keys(ctx: Ctx) -> u64 {
+fn count_keys(ctx: Ctx, databases: i32) -> u64 {
     let mut total = 0u64;
-    for db in 0..database_count(ctx) {
+    for db in 0..databases {
         if ctx.select_db(db) {
-            if let Reply::Int(n) = ctx.call("DBSIZE", &[]) {
-                total += n.max(0) as u64;
-            }
+            total += ctx.db_size();
         }
     }
     ctx.select_db(0);
@@ -168,9 +169,9 @@ fn count_keys(ctx: Ctx) -> u64 {
 }
 
 /// Logs every key of every db as a whole value (a migration into a new pool).
-fn import_loaded_keys(ctx: Ctx) -> u64 {
+fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
     let mut imported = 0u64;
-    for db in 0..database_count(ctx) {
+    for db in 0..databases {
         if !ctx.select_db(db) {
             continue;
         }
@@ -197,45 +198,19 @@ fn import_loaded_keys(ctx: Ctx) -> u64 {
     imported
 }
 
-fn warn_about_server_persistence(ctx: Ctx) {
-    let get = |name: &[u8]| match ctx.call("CONFIG", &[b"GET", name]) {
-        Reply::Array(items) => items
-            .get(1)
-            .and_then(Reply::as_bytes)
-            .map(|b| String::from_utf8_lossy(b).into_owned()),
-        _ => None,
-    };
-    if get(b"appendonly").as_deref() == Some("yes") {
+/// Says at load how the module coexists with RDB/AOF (read without command calls).
+fn announce_policy(ctx: Ctx) {
+    ctx.log(
+        "notice",
+        "redis-nvm: the NVM pool is the persistence of record: at start-up, data the server loaded from \
+         dump.rdb/AOF is discarded when the pool has data and imported when the pool is new; recommended: \
+         save \"\" and appendonly no",
+    );
+    if ctx.server_info_number("persistence", "aof_enabled") == Some(1) {
         ctx.log(
             "warning",
             "redis-nvm: appendonly is yes: the AOF duplicates the NVM pool (and costs its fsyncs); \
              at start-up the pool wins and the AOF's data is discarded. Set appendonly no",
         );
     }
-    if let Some(save) = get(b"save").filter(|s| !s.trim().is_empty()) {
-        ctx.log(
-            "notice",
-            &format!(
-                "redis-nvm: save points are configured ('{save}'): RDB snapshots still fork the server and are \
-                 ignored at start-up while the pool has data; set save \"\" unless you want them as backups"
-            ),
-        );
-    }
-}
-
-/// Names of the server's write commands, for refusing writes when the pool cannot take them.
-fn write_command_names(ctx: Ctx) -> std::collections::HashSet<Vec<u8>> {
-    let mut names = std::collections::HashSet::new();
-    if let Reply::Array(items) = ctx.call("COMMAND", &[b"LIST", b"FILTERBY", b"ACLCAT", b"write"]) {
-        for name in items.iter().filter_map(Reply::as_bytes) {
-            names.insert(name.to_ascii_lowercase());
-        }
-    }
-    // Keyless writes that must be refused too, whatever their ACL category says.
-    for n in [
-        "flushall", "flushdb", "swapdb", "restore", "migrate", "copy", "move",
-    ] {
-        names.insert(n.as_bytes().to_vec());
-    }
-    names
 }

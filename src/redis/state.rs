@@ -16,7 +16,6 @@ use crate::effect::{encode, Effect};
 use crate::log::{LogError, RecordRef};
 use crate::pool::Pool;
 use once_cell::sync::Lazy;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -70,8 +69,6 @@ pub struct Module {
     pub server: String,
     pub refusal: Option<Refusal>,
     pub stats: Stats,
-    /// Lower-case names of the server's write commands (`name` and `container|sub`).
-    pub write_commands: HashSet<Vec<u8>>,
     pub pending_rename: Option<(u8, Vec<u8>)>,
     pub pending_move: Option<(u8, Vec<u8>)>,
     /// The server's `databases` setting, read at start-up.
@@ -98,7 +95,6 @@ impl Module {
             server,
             refusal: Some(Refusal::Starting),
             stats: Stats::default(),
-            write_commands: HashSet::new(),
             pending_rename: None,
             pending_move: None,
             databases: 16,
@@ -207,7 +203,8 @@ impl Module {
             None => "NVMREFUSED write refused by redis-nvm".into(),
             Some(Refusal::Full { free, reserve }) => format!(
                 "NVMFULL the NVM pool {path} has {free} bytes of log left (below its reserve of {reserve}); \
-                 the write was not executed. Delete data or restart with a larger pool (nvm.size)"
+                 the write was not executed. Reads still work. To grow it: SAVE, then restart with the pool file \
+                 moved aside and a larger nvm.size (a new pool imports dump.rdb)"
             ),
             Some(Refusal::Poisoned(why)) => format!(
                 "NVMPOISONED writes to the NVM pool {path} failed ({why}); the write was not executed. \
@@ -218,22 +215,6 @@ impl Module {
                  Reads serve the data before the damage; see NVM.CHECK, then NVM.REPAIR to drop the damaged tail"
             ),
             Some(Refusal::Starting) => "NVMLOADING redis-nvm is still restoring its pool".into(),
-        }
-    }
-
-    pub fn is_write_command(&self, name: &[u8], sub: Option<&[u8]>) -> bool {
-        let lower = name.to_ascii_lowercase();
-        if self.write_commands.contains(&lower) {
-            return true;
-        }
-        match sub {
-            Some(sub) => {
-                let mut full = lower;
-                full.push(b'|');
-                full.extend(sub.iter().map(u8::to_ascii_lowercase));
-                self.write_commands.contains(&full)
-            }
-            None => false,
         }
     }
 }

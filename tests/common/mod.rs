@@ -352,3 +352,184 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 pub fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
+
+// ---- helpers added for tests/redis_safety.rs -------------------------------------------
+
+/// One RESP2 reply, exactly as the server sent it (errors stay inside arrays).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The error text (code and message) if this is an error reply.
+    pub fn err(&self) -> Option<&str> {
+        match self {
+            Resp::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A simple or bulk string as text ("" for anything else).
+    pub fn text(&self) -> String {
+        match self {
+            Resp::Simple(s) => s.clone(),
+            Resp::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Resp::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn items(&self) -> Vec<Resp> {
+        match self {
+            Resp::Array(Some(v)) => v.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A minimal RESP2 connection: every reply is returned raw, errors included, so tests can
+/// compare replies byte for byte and read exact error texts.
+pub struct RawConn {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl RawConn {
+    pub fn try_connect(port: u16) -> std::io::Result<RawConn> {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(RawConn {
+            reader: std::io::BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    pub fn connect(port: u16) -> RawConn {
+        RawConn::try_connect(port).expect("raw connect")
+    }
+
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            let a = a.as_ref();
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&out)
+    }
+
+    pub fn read(&mut self) -> std::io::Result<Resp> {
+        use std::io::{BufRead, Read};
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line)?;
+        if line.len() < 3 || !line.ends_with(b"\r\n") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad RESP");
+        match line[0] {
+            b'+' => Ok(Resp::Simple(body)),
+            b'-' => Ok(Resp::Error(body)),
+            b':' => Ok(Resp::Int(body.parse().map_err(|_| bad())?)),
+            b'$' => {
+                let n: i64 = body.parse().map_err(|_| bad())?;
+                if n < 0 {
+                    return Ok(Resp::Bulk(None));
+                }
+                let mut buf = vec![0u8; n as usize + 2];
+                self.reader.read_exact(&mut buf)?;
+                buf.truncate(n as usize);
+                Ok(Resp::Bulk(Some(buf)))
+            }
+            b'*' => {
+                let n: i64 = body.parse().map_err(|_| bad())?;
+                if n < 0 {
+                    return Ok(Resp::Array(None));
+                }
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.read()?);
+                }
+                Ok(Resp::Array(Some(items)))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn try_cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> std::io::Result<Resp> {
+        self.send(args)?;
+        self.read()
+    }
+
+    /// Sends one command and returns its reply (panics only on I/O errors).
+    pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Resp {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+            .collect();
+        self.try_cmd(args)
+            .unwrap_or_else(|e| panic!("{shown:?}: {e}"))
+    }
+}
+
+/// Runs the offline tool; returns (exit code, stdout + stderr).
+pub fn nvm_tool(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvm-tool"))
+        .args(args)
+        .output()
+        .expect("run nvm-tool");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// One line of `nvm-tool dump`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DumpedRecord {
+    pub lsn: u64,
+    pub offset: u64,
+    pub kind: u8,
+    pub db: u8,
+    pub len: u64,
+}
+
+/// The records of a pool (not in use by a server), as `nvm-tool dump` lists them.
+pub fn dump_records(pool: &Path) -> Vec<DumpedRecord> {
+    let (code, text) = nvm_tool(&["dump", &pool.display().to_string()]);
+    assert_eq!(code, 0, "nvm-tool dump failed: {text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or_else(|_| panic!("dump line {l:?}")))
+                .collect();
+            assert_eq!(f.len(), 5, "dump line {l:?}");
+            DumpedRecord {
+                lsn: f[0],
+                offset: f[1],
+                kind: f[2] as u8,
+                db: f[3] as u8,
+                len: f[4],
+            }
+        })
+        .collect()
+}

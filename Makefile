@@ -1,0 +1,45 @@
+# redis-nvm: build, run and test entry points. `make help` lists the targets.
+
+CARGO      ?= cargo
+SERVER     ?= redis-server
+PORT       ?= 6379
+POOL_SIZE  ?= 1gb
+MODE       ?= auto
+POOL       ?=
+BENCH_ARGS ?=
+
+export SERVER PORT POOL_SIZE MODE POOL
+
+.DEFAULT_GOAL := help
+.PHONY: help deps build test run bench fmt lint clean
+
+help: ## list the targets
+	@echo "redis-nvm make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-7s %s\n", $$1, $$2 }'
+	@echo "variables: PORT=$(PORT) POOL_SIZE=$(POOL_SIZE) MODE=$(MODE) POOL=<repo>/data/redis.nvm SERVER=$(SERVER) BENCH_ARGS="
+	@echo "  e.g. make run MODE=emulate POOL=/dev/shm/redis.nvm; make run SERVER=valkey-server PORT=6399"
+
+deps: ## install what is missing (redis, valkey, libclang, python3) with apt-get
+	@bash scripts/install-deps.sh
+
+build: deps ## cargo build --release (module libredis_nvm.so + nvm-tool)
+	$(CARGO) build --release
+
+test: build ## every test (unit, core, real servers), then cargo fmt --check and clippy
+	$(CARGO) test --release
+	@bash scripts/lint.sh
+
+run: build ## start SERVER on PORT in the foreground with the module (pool: ./data/redis.nvm)
+	@bash scripts/run.sh
+
+bench: build ## python3 bench/bench.py BENCH_ARGS: SET throughput vs stock persistence
+	python3 bench/bench.py $(BENCH_ARGS)
+
+fmt: ## cargo fmt
+	$(CARGO) fmt
+
+lint: ## cargo fmt --check + cargo clippy --release --all-targets -D warnings
+	@bash scripts/lint.sh
+
+clean: ## cargo clean (target/, incl. test/bench scratch dirs; keeps ./data)
+	$(CARGO) clean
