@@ -97,16 +97,19 @@ pub struct Hint {
     pub uses_left: u8,
 }
 
+fn uses_of(command: &[u8]) -> u8 {
+    match command {
+        b"smove" | b"lmove" | b"blmove" | b"rpoplpush" | b"brpoplpush" => 2,
+        _ => 1,
+    }
+}
+
 impl Hint {
     pub fn new(command: &'static [u8], args: Vec<Vec<u8>>) -> Hint {
-        let uses_left = match command {
-            b"smove" | b"lmove" | b"blmove" | b"rpoplpush" | b"brpoplpush" => 2,
-            _ => 1,
-        };
         Hint {
             command,
             args,
-            uses_left,
+            uses_left: uses_of(command),
         }
     }
 }
@@ -409,8 +412,14 @@ struct Entry {
     objects: Vec<usize>,
 }
 
+/// The hints: the last filtered command's in `current` (the common case: its own event
+/// uses it next, with no map and, thanks to `spare`, no allocation); hints of earlier
+/// commands that still have uses (queued in MULTI, blocked, rejected) in `by_object`.
 #[derive(Default)]
 pub struct HintTable {
+    current: Option<Entry>,
+    /// A used-up entry whose buffers the next hinted command refills.
+    spare: Option<Entry>,
     by_object: HashMap<usize, Rc<RefCell<Entry>>, BuildHasherDefault<AddressHasher>>,
 }
 
@@ -423,32 +432,78 @@ thread_local! {
 }
 
 impl HintTable {
-    /// Records a filtered command: `objects` are the addresses of argv[1..], `hint` its
-    /// argv if it is a hinted command.
-    pub fn on_command(&mut self, objects: &[usize], hint: Option<Hint>) {
+    /// Records a filtered command: `objects` are the addresses of argv[1..]; `command`
+    /// (a hinted command's name) and `args` its argv[1..] when it is hinted.
+    pub fn on_command<'a>(
+        &mut self,
+        objects: &[usize],
+        command: Option<&'static [u8]>,
+        args: impl Iterator<Item = &'a [u8]>,
+    ) {
+        if let Some(previous) = self.current.take() {
+            if previous.hint.uses_left > 0 {
+                self.park(previous);
+            } else {
+                self.spare = Some(previous);
+            }
+        }
         if !self.by_object.is_empty() {
             for o in objects {
                 self.by_object.remove(o);
             }
-        }
-        if self.by_object.len() > MAX_ENTRIES {
-            // Only hints of commands that never ran (rejected, or queued in a transaction
-            // that was discarded) stay here: dropping them only costs a fallback.
-            self.by_object.clear();
-        }
-        if let Some(hint) = hint {
-            let shared = Rc::new(RefCell::new(Entry {
-                hint,
-                objects: objects.to_vec(),
-            }));
-            for o in objects {
-                self.by_object.insert(*o, Rc::clone(&shared));
+            if self.by_object.len() > MAX_ENTRIES {
+                // Only hints of commands that never ran (rejected, or queued in a
+                // transaction that was discarded) stay here: dropping them costs a fallback.
+                self.by_object.clear();
             }
+        }
+        let Some(command) = command else {
+            return;
+        };
+        let mut entry = self.spare.take().unwrap_or(Entry {
+            hint: Hint::new(command, Vec::new()),
+            objects: Vec::new(),
+        });
+        entry.hint.command = command;
+        entry.hint.uses_left = uses_of(command);
+        entry.objects.clear();
+        entry.objects.extend_from_slice(objects);
+        let mut n = 0;
+        for arg in args {
+            match entry.hint.args.get_mut(n) {
+                Some(slot) => {
+                    slot.clear();
+                    slot.extend_from_slice(arg);
+                }
+                None => entry.hint.args.push(arg.to_vec()),
+            }
+            n += 1;
+        }
+        entry.hint.args.truncate(n);
+        self.current = Some(entry);
+    }
+
+    /// Keeps an unused hint, reachable from each of its argv objects.
+    fn park(&mut self, entry: Entry) {
+        let objects = entry.objects.clone();
+        let shared = Rc::new(RefCell::new(entry));
+        for o in objects {
+            self.by_object.insert(o, Rc::clone(&shared));
         }
     }
 
     /// Uses the hint of the command whose argv holds `key_object`, if it explains `event`.
     pub fn take_plan(&mut self, key_object: usize, event: &[u8], key: &[u8]) -> Option<Plan> {
+        if let Some(current) = self.current.as_mut() {
+            if current.objects.contains(&key_object) {
+                if current.hint.uses_left == 0 {
+                    return None;
+                }
+                let plan = plan(&current.hint, event, key)?;
+                current.hint.uses_left -= 1;
+                return Some(plan);
+            }
+        }
         let shared = Rc::clone(self.by_object.get(&key_object)?);
         let mut entry = shared.borrow_mut();
         if entry.hint.uses_left == 0 {
@@ -457,7 +512,7 @@ impl HintTable {
         let plan = plan(&entry.hint, event, key)?;
         entry.hint.uses_left -= 1;
         if entry.hint.uses_left == 0 {
-            // Used up: forget it now, so the table stays small on the common path.
+            // Used up: forget it now, so the table stays small.
             for o in &entry.objects {
                 self.by_object.remove(o);
             }
@@ -693,14 +748,25 @@ mod tests {
         assert_eq!(plan(&hint("SET k v"), b"incrby", b"k"), None);
     }
 
+    fn on(t: &mut HintTable, objects: &[usize], h: Option<Hint>) {
+        match h {
+            Some(h) => t.on_command(
+                objects,
+                Some(h.command),
+                h.args.iter().map(|a| a.as_slice()),
+            ),
+            None => t.on_command(objects, None, std::iter::empty()),
+        }
+    }
+
     #[test]
     fn table_forgets_reused_addresses_and_counts_uses() {
         let mut t = HintTable::default();
-        t.on_command(&[10, 11, 12], Some(hint("HSET k f v")));
+        on(&mut t, &[10, 11, 12], Some(hint("HSET k f v")));
         // A later command whose argument lives at address 10 replaces the hint there.
-        t.on_command(&[10, 20], None);
+        on(&mut t, &[10, 20], None);
         assert_eq!(t.take_plan(10, b"hset", b"k"), None);
-        t.on_command(&[30, 31, 32], Some(hint("LPUSH q a")));
+        on(&mut t, &[30, 31, 32], Some(hint("LPUSH q a")));
         assert_eq!(
             t.take_plan(30, b"lpush", b"q"),
             Some(Plan::ListPush {
@@ -709,10 +775,22 @@ mod tests {
             })
         );
         assert_eq!(t.take_plan(30, b"lpush", b"q"), None, "one use only");
-        t.on_command(&[40, 41, 42, 43, 44], Some(hint("LMOVE a b LEFT LEFT")));
+        on(
+            &mut t,
+            &[40, 41, 42, 43, 44],
+            Some(hint("LMOVE a b LEFT LEFT")),
+        );
         assert!(t.take_plan(40, b"lpop", b"a").is_some());
         assert!(t.take_plan(41, b"lpush", b"b").is_some());
         assert!(t.take_plan(41, b"lpush", b"b").is_none());
+        // Queued in MULTI: the hint waits while other commands (EXEC) are filtered.
+        on(&mut t, &[50, 51, 52], Some(hint("HSET x f v")));
+        on(&mut t, &[60], None);
+        assert_eq!(
+            t.take_plan(50, b"hset", b"x"),
+            Some(Plan::HashFields(v("f")))
+        );
+        assert_eq!(t.take_plan(50, b"hset", b"x"), None);
     }
 
     #[test]

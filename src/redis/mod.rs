@@ -23,7 +23,7 @@ use ffi::{
     Ctx, Filter, InfoCtx, RedisModuleCommandFilterCtx, RedisModuleCtx, RedisModuleInfoCtx,
     RedisModuleString,
 };
-use hints::{hinted_name, Hint, HintTable, INDEXED_ARGS};
+use hints::{hinted_name, HintTable, INDEXED_ARGS};
 use once_cell::sync::Lazy;
 use redis_module::raw;
 use state::{with_module, Module, Refusal, ADMIT, CAPTURING, MODULE};
@@ -410,9 +410,9 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             *slot = f.arg_object(i + 1);
         }
         let objects = &objects[..indexed];
-        let hint = hinted_name(name)
-            .map(|cmd| Hint::new(cmd, (1..f.len()).map(|i| f.arg(i).to_vec()).collect()));
-        HintTable::with(|t| t.on_command(objects, hint));
+        let command = hinted_name(name);
+        let args = (1..f.len()).map(|i| f.arg(i));
+        HintTable::with(|t| t.on_command(objects, command, args));
     })
 }
 
