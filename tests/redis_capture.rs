@@ -524,3 +524,90 @@ fn everysec_durability_syncs_within_a_second_and_at_shutdown() {
         assert_eq!(digest(&mut c), d2, "{flavor:?}: shutdown did not sync");
     }
 }
+
+/// Bytes the module appended to its log so far.
+fn appended(c: &mut Connection) -> u64 {
+    nvm_info(c)["appended_bytes"].parse().expect("a number")
+}
+
+#[test]
+fn writes_to_big_collections_log_only_their_arguments() {
+    const N: usize = 200_000;
+    for flavor in FLAVORS {
+        let dir = TestDir::new("big");
+        let server = ServerSpec::module(flavor, &dir)
+            .with_module_arg("size", "512mb")
+            .start();
+        let mut c = server.conn();
+        for chunk in 0..N / 1000 {
+            let mut p = redis::pipe();
+            let (mut h, mut s, mut z, mut l) = (
+                redis::cmd("HSET"),
+                redis::cmd("SADD"),
+                redis::cmd("ZADD"),
+                redis::cmd("RPUSH"),
+            );
+            h.arg("h");
+            s.arg("s");
+            z.arg("z");
+            l.arg("l");
+            for i in chunk * 1000..(chunk + 1) * 1000 {
+                h.arg(format!("f{i}")).arg(i);
+                s.arg(format!("m{i}"));
+                z.arg(i).arg(format!("m{i}"));
+                l.arg(i);
+            }
+            p.add_command(h)
+                .add_command(s)
+                .add_command(z)
+                .add_command(l);
+            for i in chunk * 1000..(chunk + 1) * 1000 {
+                p.cmd("XADD").arg("x").arg("*").arg("i").arg(i);
+            }
+            let _: Vec<Value> = p.query(&mut c).unwrap();
+        }
+        // One small write to each big collection, inside and outside a transaction.
+        let writes: [&[&str]; 6] = [
+            &["HSET", "h", "extra", "1"],
+            &["SADD", "s", "extra"],
+            &["ZADD", "z", "7", "extra"],
+            &["RPUSH", "l", "extra"],
+            &["XADD", "x", "*", "extra", "1"],
+            &["LPOP", "l"],
+        ];
+        for w in writes {
+            let before = appended(&mut c);
+            q(&mut c, w);
+            let cost = appended(&mut c) - before;
+            assert!(
+                cost < 200,
+                "{flavor:?}: {w:?} on a {N}-element collection appended {cost} bytes"
+            );
+        }
+        let before = appended(&mut c);
+        let _: Value = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg("h")
+            .arg("in-exec")
+            .arg("1")
+            .cmd("SADD")
+            .arg("s")
+            .arg("in-exec")
+            .query(&mut c)
+            .unwrap();
+        let cost = appended(&mut c) - before;
+        assert!(
+            cost < 400,
+            "{flavor:?}: MULTI/EXEC on big collections appended {cost} bytes"
+        );
+        let d = digest(&mut c);
+        let server = server.kill9().start();
+        let mut c = server.conn();
+        assert_eq!(
+            digest(&mut c),
+            d,
+            "{flavor:?}: big collections differ after restart"
+        );
+    }
+}

@@ -152,6 +152,17 @@ impl ServerSpec {
         self
     }
 
+    /// Sets a module argument, replacing the value given by `module()` if any.
+    pub fn with_module_arg(mut self, name: &str, value: &str) -> ServerSpec {
+        if let Some(m) = self.module_args.as_mut() {
+            match m.iter().position(|a| a == name) {
+                Some(i) if i + 1 < m.len() => m[i + 1] = value.to_string(),
+                _ => m.extend([name.to_string(), value.to_string()]),
+            }
+        }
+        self
+    }
+
     pub fn with_extra(mut self, extra: &[&str]) -> ServerSpec {
         self.extra.extend(extra.iter().map(|s| s.to_string()));
         self
