@@ -12,6 +12,8 @@
 //! - The byte format is explicit little-endian (docs/format.md, "Effect payloads"); it does
 //!   not depend on Rust layout. Kinds are stable numbers: new kinds get new numbers.
 
+#![forbid(unsafe_code)]
+
 mod codec;
 pub mod model;
 

@@ -23,6 +23,8 @@
 //!   blocked clients served later, `loaded` (DEBUG RELOAD, a replica's full sync) and
 //!   commands this file has never heard of.
 
+#![forbid(unsafe_code)]
+
 use super::ffi::{Ctx, Key, KeyType, Reply};
 use super::hints::HintTable;
 use super::hints::Plan;

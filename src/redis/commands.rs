@@ -3,6 +3,8 @@
 //! Text replies are `name:value` lines like INFO, so they read well in redis-cli and
 //! parse easily in scripts. Nothing here writes the keyspace.
 
+#![forbid(unsafe_code)]
+
 use super::ffi::{Ctx, InfoCtx};
 use super::state::{with_module, Module, Refusal};
 use crate::effect::decode;
@@ -16,6 +18,11 @@ pub const HELP: &[&str] = &[
     "NVM.HELP      -- this text.",
     "Also: INFO nvm; CONFIG GET nvm.*; the offline tool `nvm-tool check <pool>`.",
 ];
+
+pub fn nvm_help(ctx: Ctx) {
+    let lines: Vec<String> = HELP.iter().map(|s| s.to_string()).collect();
+    ctx.reply_array_of_text(&lines);
+}
 
 pub fn info_lines(m: &Module) -> Vec<(String, String)> {
     let info = m.pool.info();

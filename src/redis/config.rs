@@ -5,6 +5,8 @@
 //! problem is one line that names the option, because the server prints nothing else
 //! useful when a module refuses to load. Pure Rust: tested without a server.
 
+#![forbid(unsafe_code)]
+
 use crate::pmem::RequestedMode;
 use std::path::PathBuf;
 

@@ -20,6 +20,8 @@
 //! element), so the log holds results, not requests; strings are the exception, because
 //! reading one can have side effects in the server (see `capture`).
 
+#![forbid(unsafe_code)]
+
 use crate::effect::End;
 use std::cell::RefCell;
 use std::collections::HashMap;

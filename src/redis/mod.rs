@@ -324,66 +324,28 @@ unsafe extern "C" fn set_numeric(
 
 // ---- commands ------------------------------------------------------------------------
 
-unsafe extern "C" fn cmd_info(
-    ctx: *mut RedisModuleCtx,
-    _argv: *mut *mut RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let ctx = Ctx(ctx);
-    guarded(Some(ctx), "NVM.INFO", OK, || {
-        commands::nvm_info(ctx);
-        OK
-    })
+/// Declares the server-facing callback of a module command: `$body(ctx)`, guarded.
+macro_rules! command_callback {
+    ($name:ident, $what:literal, $body:path) => {
+        unsafe extern "C" fn $name(
+            ctx: *mut RedisModuleCtx,
+            _argv: *mut *mut RedisModuleString,
+            _argc: c_int,
+        ) -> c_int {
+            let ctx = Ctx(ctx);
+            guarded(Some(ctx), $what, OK, || {
+                $body(ctx);
+                OK
+            })
+        }
+    };
 }
 
-unsafe extern "C" fn cmd_help(
-    ctx: *mut RedisModuleCtx,
-    _argv: *mut *mut RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let ctx = Ctx(ctx);
-    guarded(Some(ctx), "NVM.HELP", OK, || {
-        let lines: Vec<String> = commands::HELP.iter().map(|s| s.to_string()).collect();
-        ctx.reply_array_of_text(&lines);
-        OK
-    })
-}
-
-unsafe extern "C" fn cmd_check(
-    ctx: *mut RedisModuleCtx,
-    _argv: *mut *mut RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let ctx = Ctx(ctx);
-    guarded(Some(ctx), "NVM.CHECK", OK, || {
-        commands::nvm_check(ctx);
-        OK
-    })
-}
-
-unsafe extern "C" fn cmd_repair(
-    ctx: *mut RedisModuleCtx,
-    _argv: *mut *mut RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let ctx = Ctx(ctx);
-    guarded(Some(ctx), "NVM.REPAIR", OK, || {
-        commands::nvm_repair(ctx);
-        OK
-    })
-}
-
-unsafe extern "C" fn cmd_refused(
-    ctx: *mut RedisModuleCtx,
-    _argv: *mut *mut RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let ctx = Ctx(ctx);
-    guarded(Some(ctx), "refusal", OK, || {
-        commands::nvm_refused(ctx);
-        OK
-    })
-}
+command_callback!(cmd_info, "NVM.INFO", commands::nvm_info);
+command_callback!(cmd_help, "NVM.HELP", commands::nvm_help);
+command_callback!(cmd_check, "NVM.CHECK", commands::nvm_check);
+command_callback!(cmd_repair, "NVM.REPAIR", commands::nvm_repair);
+command_callback!(cmd_refused, "refusal", commands::nvm_refused);
 
 unsafe extern "C" fn on_info(ictx: *mut RedisModuleInfoCtx, _for_crash_report: c_int) {
     guarded(None, "INFO", (), || commands::info_section(InfoCtx(ictx)))

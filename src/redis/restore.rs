@@ -6,6 +6,8 @@
 //! effects go through `RedisModule_Call` without replication or AOF propagation. Large
 //! collections are written in chunks so no single call builds a giant argv.
 
+#![forbid(unsafe_code)]
+
 use super::ffi::{Ctx, Reply};
 use crate::effect::{Effect, End, Value};
 

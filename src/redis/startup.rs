@@ -15,6 +15,8 @@
 //! A damaged record stops the replay there: the data before it is served, writes are
 //! refused (they would be appended after the damage) until NVM.REPAIR.
 
+#![forbid(unsafe_code)]
+
 use super::capture::whole_value;
 use super::ffi::{Ctx, Reply};
 use super::restore;

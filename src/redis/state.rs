@@ -11,6 +11,8 @@
 //! - No lock is held while calling into the server (a server call can fire a notification
 //!   that needs the lock again).
 
+#![forbid(unsafe_code)]
+
 use super::config::{Durability, Settings};
 use crate::effect::{encode, Effect};
 use crate::log::{LogError, RecordRef};
