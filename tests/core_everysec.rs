@@ -91,3 +91,29 @@ fn crash_at_every_point_of_a_sync_is_all_or_nothing() {
         }
     }
 }
+
+#[test]
+fn records_resume_from_a_cursor_exactly_where_they_stopped() {
+    let sim = CrashSim::new(1 << 20);
+    let mut pool = Pool::from_media(Box::new(sim.clone()), true).expect("create");
+    for i in 0..10u8 {
+        pool.log_mut().append(&[rec(&[i; 5])]).expect("append");
+    }
+    let all = payloads(&pool);
+    let mut resumed = Vec::new();
+    let mut cursor = redis_nvm::log::Cursor::START;
+    loop {
+        let mut it = pool.log().records_from(cursor);
+        let chunk: Vec<_> = it
+            .by_ref()
+            .take(3)
+            .map(|r| r.expect("valid").payload)
+            .collect();
+        cursor = it.cursor();
+        if chunk.is_empty() {
+            break;
+        }
+        resumed.extend(chunk);
+    }
+    assert_eq!(resumed, all);
+}

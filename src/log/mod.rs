@@ -264,10 +264,15 @@ impl Log {
     /// Re-reads the log from the media: the valid prefix, then one `Err(Corrupt)` if the
     /// log is (or has since become) damaged.
     pub fn records(&self) -> Records<'_> {
+        self.records_from(Cursor::START)
+    }
+
+    /// Like `records`, from a cursor a previous iteration returned.
+    pub fn records_from(&self, cursor: Cursor) -> Records<'_> {
         Records {
             log: self,
-            pos: 0,
-            lsn: 1,
+            pos: cursor.pos,
+            lsn: cursor.lsn,
             done: false,
         }
     }
@@ -458,12 +463,34 @@ impl Log {
     }
 }
 
+/// Where a [`Records`] iteration stands, to resume it later (e.g. after releasing a lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pos: u64,
+    lsn: u64,
+}
+
+impl Cursor {
+    /// The start of the log.
+    pub const START: Cursor = Cursor { pos: 0, lsn: 1 };
+}
+
 /// Iterator returned by [`Log::records`].
 pub struct Records<'a> {
     log: &'a Log,
     pos: u64,
     lsn: u64,
     done: bool,
+}
+
+impl Records<'_> {
+    /// Where the next call to `next` would read.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            pos: self.pos,
+            lsn: self.lsn,
+        }
+    }
 }
 
 impl Iterator for Records<'_> {

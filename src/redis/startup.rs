@@ -22,7 +22,7 @@ use super::ffi::{Ctx, Reply};
 use super::restore;
 use super::state::{with_module, Refusal, CAPTURING};
 use crate::effect::decode;
-use crate::log::LogError;
+use crate::log::{Cursor, LogError};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -117,32 +117,67 @@ pub fn run(ctx: Ctx) {
 
 /// Replays every record; returns (applied, failed, damage description).
 fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
-    // Records are read under the lock in batches so the server calls happen without it.
     let mut applied = 0u64;
     let mut failed = 0u64;
-    let records = with_module(|m| m.pool.log().records().collect::<Vec<_>>()).unwrap_or_default();
+    let mut cursor = Cursor::START;
+    loop {
+        // Read a bounded chunk under the lock, apply it without the lock (server calls can
+        // fire callbacks that take it), so memory stays bounded whatever the log's size.
+        let chunk = with_module(|m| {
+            let mut records = m.pool.log().records_from(cursor);
+            let mut chunk = Vec::new();
+            let mut bytes = 0usize;
+            while bytes < REPLAY_CHUNK_BYTES {
+                match records.next() {
+                    Some(item) => {
+                        bytes += item.as_ref().map(|r| r.payload.len() + 64).unwrap_or(0);
+                        chunk.push(item);
+                    }
+                    None => break,
+                }
+            }
+            cursor = records.cursor();
+            chunk
+        })
+        .unwrap_or_default();
+        if chunk.is_empty() {
+            return (applied, failed, None);
+        }
+        match replay_chunk(ctx, chunk, &mut applied, &mut failed) {
+            Some(damage) => return (applied, failed, Some(damage)),
+            None => continue,
+        }
+    }
+}
+
+/// How much log one replay step holds in memory.
+const REPLAY_CHUNK_BYTES: usize = 16 << 20;
+
+/// Applies a chunk of records; returns the damage description if it ends at damage.
+fn replay_chunk(
+    ctx: Ctx,
+    records: Vec<Result<crate::log::Record, LogError>>,
+    applied: &mut u64,
+    failed: &mut u64,
+) -> Option<String> {
     for item in records {
         let record = match item {
             Ok(r) => r,
-            Err(LogError::Corrupt(c)) => return (applied, failed, Some(c.to_string())),
-            Err(e) => return (applied, failed, Some(e.to_string())),
+            Err(LogError::Corrupt(c)) => return Some(c.to_string()),
+            Err(e) => return Some(e.to_string()),
         };
         let effect = match decode(record.kind, &record.payload) {
             Ok(e) => e,
             Err(e) => {
-                return (
-                    applied,
-                    failed,
-                    Some(format!(
-                        "record at pool offset {} (lsn {}) passed its checksum but cannot be decoded: {e}",
-                        record.offset, record.lsn
-                    )),
-                )
+                return Some(format!(
+                "record at pool offset {} (lsn {}) passed its checksum but cannot be decoded: {e}",
+                record.offset, record.lsn
+            ))
             }
         };
         if let Err(e) = restore::apply(ctx, record.db, &effect) {
-            failed += 1;
-            if failed <= 10 {
+            *failed += 1;
+            if *failed <= 10 {
                 ctx.log(
                     "warning",
                     &format!(
@@ -154,9 +189,9 @@ fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
                 );
             }
         }
-        applied += 1;
+        *applied += 1;
     }
-    (applied, failed, None)
+    None
 }
 
 fn count_keys(ctx: Ctx, databases: i32) -> u64 {
