@@ -33,7 +33,7 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         Some(Refusal::Full { .. }) => "full (writes refused)".to_string(),
         Some(Refusal::Poisoned(why)) => format!("poisoned (writes refused): {why}"),
         Some(Refusal::Corrupt(why)) => format!("damaged (writes refused): {why}"),
-        Some(Refusal::Starting) => "starting".to_string(),
+        Some(Refusal::Starting) => "restoring".to_string(),
     };
     let mut lines: Vec<(&str, String)> = vec![
         ("version", env!("CARGO_PKG_VERSION").to_string()),

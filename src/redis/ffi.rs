@@ -129,6 +129,24 @@ impl Ctx {
         (err == 0).then_some(value)
     }
 
+    /// Lets the server process client events during a long operation in a callback:
+    /// commands are answered `-BUSY <busy_reply>` (allow-busy commands run). The server
+    /// rate-limits this to its `hz` and only starts after `busy-reply-threshold`, as for a
+    /// long script, so calling it often is cheap.
+    pub fn yield_to_clients(self, busy_reply: &'static CStr) {
+        if let Some(f) = api!(RedisModule_Yield) {
+            // SAFETY: live ctx; the reply string is static, as the server keeps the pointer
+            // while it processes events.
+            unsafe {
+                f(
+                    self.0,
+                    raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int,
+                    busy_reply.as_ptr(),
+                )
+            };
+        }
+    }
+
     /// Opens `key` for reading; `None` when it does not exist.
     pub fn open_read(self, key: &[u8]) -> Option<Key> {
         let name = OwnedString::new(self, key)?;

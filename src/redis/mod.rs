@@ -160,11 +160,12 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
     );
     *MODULE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Module::new(pool, settings, server));
 
+    // NVM.INFO is allow-busy so that it answers (with the progress) during a long restore.
     let registered = ffi::create_command(
         ctx,
         "nvm.info",
         cmd_info,
-        "readonly fast allow-loading allow-stale",
+        "readonly fast allow-loading allow-stale allow-busy",
     ) && ffi::create_command(
         ctx,
         "nvm.help",

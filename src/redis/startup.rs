@@ -153,6 +153,13 @@ fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
 /// How much log one replay step holds in memory.
 const REPLAY_CHUNK_BYTES: usize = 16 << 20;
 
+/// What clients are told while a long restore runs (after `busy-reply-threshold`).
+const RESTORING: &std::ffi::CStr =
+    c"redis-nvm is restoring its pool; NVM.INFO shows the progress. Retry shortly";
+
+/// Records between two offers to serve clients (the server decides when to actually do it).
+const YIELD_EVERY: u64 = 256;
+
 /// Applies a chunk of records; returns the damage description if it ends at damage.
 fn replay_chunk(
     ctx: Ctx,
@@ -175,6 +182,10 @@ fn replay_chunk(
             ))
             }
         };
+        if applied.is_multiple_of(YIELD_EVERY) {
+            with_module(|m| m.stats.replayed_records = *applied);
+            ctx.yield_to_clients(RESTORING);
+        }
         if let Err(e) = restore::apply(ctx, record.db, &effect) {
             *failed += 1;
             if *failed <= 10 {
@@ -218,6 +229,7 @@ fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
             else {
                 break;
             };
+            ctx.yield_to_clients(RESTORING);
             for key in keys.iter().filter_map(Reply::as_bytes) {
                 if let Some(effect) = whole_value(ctx, key) {
                     let ok =

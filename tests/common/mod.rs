@@ -216,6 +216,18 @@ impl ServerSpec {
         server
     }
 
+    /// Starts the server without waiting for it to answer (to talk to it while it starts).
+    pub fn spawn(&self) -> Server {
+        let child = self
+            .command()
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.flavor.binary()));
+        Server {
+            spec: self.clone(),
+            child: Some(child),
+        }
+    }
+
     /// Starts the server expecting it to exit (a bad configuration); returns its log.
     pub fn start_expecting_failure(&self) -> String {
         let mut child = self.command().spawn().expect("spawn");
