@@ -68,7 +68,7 @@ pub fn log_deferred(ctx: Ctx, databases: i32) {
             let is_stream = ctx.open_read(&key).map(|k| k.key_type() == KeyType::Stream);
             if known_db.is_some() || is_stream == Some(true) {
                 if let Some(effect) = whole_value(ctx, &key) {
-                    with_module(|m| m.append(db as u8, &[effect]));
+                    with_module(|m| m.append(db as u8, &effect));
                 }
             }
         }
@@ -89,7 +89,7 @@ pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) 
             How::WholeValue => m.stats.whole_value_effects += 1,
             How::KeyLevel => {}
         }
-        let _ = m.append(record_db, std::slice::from_ref(&effect));
+        let _ = m.append(record_db, &effect);
     });
 }
 

@@ -461,11 +461,11 @@ unsafe extern "C" fn on_server_event(
             }
             match ffi::flush_info_db(data) {
                 Some(db) if db < 0 => {
-                    with_module(|m| m.append(0, &[crate::effect::Effect::FlushAll]));
+                    with_module(|m| m.append(0, &crate::effect::Effect::FlushAll));
                 }
                 Some(db) => {
                     let db = u8::try_from(db).unwrap_or(0);
-                    with_module(|m| m.append(db, &[crate::effect::Effect::FlushDb]));
+                    with_module(|m| m.append(db, &crate::effect::Effect::FlushDb));
                 }
                 None => {}
             }
@@ -479,7 +479,7 @@ unsafe extern "C" fn on_server_event(
             }
             if let Some((a, b)) = ffi::swap_info_dbs(data) {
                 if let (Ok(a), Ok(b)) = (u8::try_from(a), u8::try_from(b)) {
-                    with_module(|m| m.append(a, &[crate::effect::Effect::SwapDb { other: b }]));
+                    with_module(|m| m.append(a, &crate::effect::Effect::SwapDb { other: b }));
                 }
             }
         }

@@ -232,8 +232,7 @@ fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
             ctx.yield_to_clients(RESTORING);
             for key in keys.iter().filter_map(Reply::as_bytes) {
                 if let Some(effect) = whole_value(ctx, key) {
-                    let ok =
-                        with_module(|m| m.append(db as u8, &[effect]).is_ok()).unwrap_or(false);
+                    let ok = with_module(|m| m.append(db as u8, &effect).is_ok()).unwrap_or(false);
                     imported += u64::from(ok);
                 }
             }

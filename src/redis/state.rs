@@ -80,9 +80,6 @@ pub struct Module {
     scratch: Vec<u8>,
 }
 
-/// The most effects one event produces (today: one).
-pub const MAX_BATCH: usize = 4;
-
 /// Free log space kept for writes already admitted (an admitted command may log more
 /// than its argv suggests, e.g. a whole value inside EXEC).
 pub fn reserve_for(capacity: u64) -> u64 {
@@ -105,38 +102,24 @@ impl Module {
         }
     }
 
-    /// Appends the effects of one event for `db`, atomically in batches of MAX_BATCH.
-    pub fn append(&mut self, db: u8, effects: &[Effect]) -> Result<(), LogError> {
-        for batch in effects.chunks(MAX_BATCH) {
-            self.append_batch(db, batch)?;
-        }
-        Ok(())
-    }
-
-    fn append_batch(&mut self, db: u8, effects: &[Effect]) -> Result<(), LogError> {
+    /// Appends one effect for `db` as one log record (durable on return with durability
+    /// `always`).
+    pub fn append(&mut self, db: u8, effect: &Effect) -> Result<(), LogError> {
         self.scratch.clear();
-        let mut spans = [(0u8, 0usize, 0usize); MAX_BATCH];
-        let count = effects.len().min(MAX_BATCH);
-        for (span, e) in spans.iter_mut().zip(effects) {
-            let start = self.scratch.len();
-            let kind = encode(e, &mut self.scratch);
-            *span = (kind, start, self.scratch.len());
-        }
-        let record = |&(kind, a, b): &(u8, usize, usize)| RecordRef {
+        let kind = encode(effect, &mut self.scratch);
+        let records = [RecordRef {
             kind,
             db,
-            payload: self.scratch.get(a..b).unwrap_or(&[]),
-        };
-        let records: [RecordRef; MAX_BATCH] = std::array::from_fn(|i| record(&spans[i]));
-        let records = &records[..count];
-        let bytes: u64 = records.iter().map(|r| r.payload.len() as u64 + 24).sum();
+            payload: &self.scratch,
+        }];
+        let bytes = self.scratch.len() as u64 + 24;
         let result = match self.settings.durability {
-            Durability::Always => self.pool.log_mut().append(records),
-            Durability::Everysec => self.pool.log_mut().append_deferred(records),
+            Durability::Always => self.pool.log_mut().append(&records),
+            Durability::Everysec => self.pool.log_mut().append_deferred(&records),
         };
         match result {
             Ok(_) => {
-                self.stats.appended_records += records.len() as u64;
+                self.stats.appended_records += 1;
                 self.stats.appended_bytes += bytes;
                 self.update_admission();
                 Ok(())
