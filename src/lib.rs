@@ -11,7 +11,9 @@
 //! `redis::ffi` (the raw module API); everything else is safe Rust.
 
 pub mod effect;
+pub mod keyspace;
 pub mod log;
 pub mod pmem;
 pub mod pool;
+pub mod replay;
 pub mod redis;

@@ -1,12 +1,14 @@
-//! The effect log: an append-only sequence of checksummed records in the pool, committed
-//! by one 8-byte commit word (`log_tail`, the number of committed bytes).
+//! The effect log: a ring of checksummed records in the pool, committed by one 8-byte
+//! commit word (`log_tail`, the logical end: bytes ever appended).
 //!
 //! Commit protocol (invariant 7): records are written past the tail, flushed and fenced;
 //! only then is the new tail stored with one untorn 8-byte store, flushed and fenced.
 //! So after a crash the commit word names either the old or the new end, and every byte
-//! before it is durable. Opening scans the committed bytes once; any damage (bad commit
-//! word, truncated file, crc/lsn mismatch) puts the log in state `Corrupt`, keeping the
-//! valid prefix readable and refusing appends until `repair_truncate`. A media error
+//! before it is durable. The head (where the records not yet folded into the key space
+//! start) is kept by the key space, which moves it in the same atomic batch that folds
+//! the records; the space behind it is reused. Opening scans the live records once; any
+//! damage (bad commit word, crc/lsn mismatch) puts the log in state `Corrupt`, keeping
+//! the valid prefix readable and refusing appends until `repair_truncate`. A media error
 //! during an append poisons the log: nothing more is written by this process.
 //! Records are opaque payloads here; the effect layer defines what kinds mean.
 
@@ -114,127 +116,74 @@ impl From<MediaError> for ReadError {
 }
 
 /// The log inside a pool. See the module documentation for the protocol.
+///
+/// The log is a ring: positions are logical byte counts that only grow (`head` is where
+/// the first record not yet folded into the key space starts, the commit word holds the
+/// logical end); a position `pos` lives at pool offset `log_offset + pos % capacity`, and
+/// a record may wrap around the end of the region.
 pub struct Log {
     media: Arc<dyn Media>,
     /// Pool offset of the commit word.
     tail_word: u64,
-    /// Pool offset of the first record.
+    /// Pool offset of the log region.
     log_offset: u64,
-    /// Bytes records may occupy: the superblock's capacity, cut to what the media holds.
+    /// Bytes of the ring.
     capacity: u64,
-    /// The superblock's capacity (what a full-size file holds).
-    sb_capacity: u64,
+    /// Logical start of the live records and the lsn of the record there.
+    head: Cursor,
     /// The commit word as last read or written (may be garbage when `Corrupt`).
     tail: u64,
-    /// Bytes of the valid prefix (== `tail` when `Writable`).
+    /// Logical end of the valid prefix (== `tail` when `Writable`).
     valid_end: u64,
     last_lsn: u64,
-    count: u64,
     state: LogState,
     /// The encoded batch, reused across appends (no allocation on the write path).
     scratch: Vec<u8>,
     /// The commit word's durable value: below `tail` only after deferred appends
     /// (durability everysec) that no `sync` has committed yet.
     committed: u64,
+    /// Lsn of the last record below `committed`.
+    committed_lsn: u64,
 }
 
-impl Log {
-    /// Opens the log whose commit word is at `tail_word`, records at `log_offset`, with
-    /// room for `capacity` bytes (per the superblock), and scans it once. Damage is not
-    /// an error here but the `Corrupt` state; only a failing media is an error.
-    pub fn open(
-        media: Arc<dyn Media>,
-        tail_word: u64,
-        log_offset: u64,
-        capacity: u64,
-    ) -> Result<Log, MediaError> {
-        let tail = media.load_u64(tail_word)?;
-        // A file cut short (or a media shorter than the superblock says) holds less.
-        let present = media.len().saturating_sub(log_offset);
-        let usable = capacity.min(present - present % 8);
-        let mut log = Log {
+/// Reads records of a log region without owning the log: the replayer thread uses one
+/// while the main thread appends (the bytes between the head and the committed tail are
+/// never written again until the head has passed them).
+#[derive(Clone)]
+pub struct LogReader {
+    media: Arc<dyn Media>,
+    log_offset: u64,
+    capacity: u64,
+}
+
+impl LogReader {
+    pub fn new(media: Arc<dyn Media>, log_offset: u64, capacity: u64) -> LogReader {
+        LogReader {
             media,
-            tail_word,
             log_offset,
-            capacity: usable,
-            sb_capacity: capacity,
-            tail,
-            valid_end: 0,
-            last_lsn: 0,
-            count: 0,
-            state: LogState::Writable,
-            scratch: Vec::new(),
-            committed: tail,
-        };
-        log.scan(capacity, present)?;
-        Ok(log)
+            capacity,
+        }
     }
 
-    /// Finds the end of the valid prefix and sets the state.
-    fn scan(&mut self, sb_capacity: u64, present: u64) -> Result<(), MediaError> {
-        // The commit word decides what must be valid; when it is itself impossible, scan
-        // as far as records parse so that the intact prefix stays readable.
-        let (limit, bad_word) = if self.tail > sb_capacity || !self.tail.is_multiple_of(8) {
-            (self.capacity, true)
-        } else {
-            (self.tail.min(present), false)
-        };
-        let mut scratch = Vec::new();
-        let mut pos = 0u64;
-        let mut lsn = 1u64;
-        let mut damage = None;
-        while pos < limit {
-            match self.read_at(pos, lsn, limit, &mut scratch) {
-                Ok((_, len)) => {
-                    pos += len;
-                    lsn += 1;
-                }
-                Err(ReadError::Media(e)) => return Err(e),
-                Err(ReadError::Bad(reason)) => {
-                    damage = Some((pos, reason));
-                    break;
-                }
-            }
-        }
-        self.valid_end = pos;
-        self.last_lsn = lsn - 1;
-        self.count = lsn - 1;
-        let corruption = if bad_word {
-            Some(Corruption {
-                offset: self.tail_word,
-                lsn,
-                reason: format!(
-                    "commit word says {} bytes committed, impossible for a log of {} bytes",
-                    self.tail, sb_capacity
-                ),
-            })
-        } else if self.tail > present {
-            let end = self.log_offset + present;
-            let where_ = damage.map_or(pos, |(p, _)| p);
-            Some(Corruption {
-                offset: self.log_offset + where_,
-                lsn,
-                reason: format!(
-                    "pool file truncated: it ends at pool offset {end}, but the committed log \
-                     ends at {}",
-                    self.log_offset + self.tail
-                ),
-            })
-        } else {
-            damage.map(|(p, reason)| Corruption {
-                offset: self.log_offset + p,
-                lsn,
-                reason,
-            })
-        };
-        if let Some(c) = corruption {
-            self.state = LogState::Corrupt(c);
+    /// Pool offset of logical position `pos`.
+    pub fn physical(&self, pos: u64) -> u64 {
+        self.log_offset + pos % self.capacity.max(1)
+    }
+
+    /// Reads `buf.len()` bytes from logical position `pos`, across the wrap if needed.
+    fn read_span(&self, pos: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        let off = pos % self.capacity.max(1);
+        let first = (self.capacity - off).min(buf.len() as u64) as usize;
+        let (a, b) = buf.split_at_mut(first);
+        self.media.read(self.log_offset + off, a)?;
+        if !b.is_empty() {
+            self.media.read(self.log_offset, b)?;
         }
         Ok(())
     }
 
-    /// Reads and validates the record at log position `pos` (relative to `log_offset`),
-    /// whose bytes must end by `limit`. The payload is left in `buf`.
+    /// Reads and validates the record at logical `pos`, whose bytes must end by `limit`.
+    /// The payload is left in `buf`.
     fn read_at(
         &self,
         pos: u64,
@@ -248,31 +197,156 @@ impl Log {
                 "record header crosses the end of the committed log ({room} bytes left)"
             )));
         }
-        let at = self.log_offset + pos;
         let mut raw = [0u8; HEADER_LEN as usize];
-        self.media.read(at, &mut raw)?;
+        self.read_span(pos, &mut raw)?;
         let h = Header::parse(&raw);
         let total = h.check_len(room).map_err(ReadError::Bad)?;
         // check_len bounded the length by MAX_PAYLOAD, so it fits in memory terms.
         buf.resize(h.payload_len as usize, 0);
-        self.media.read(at + HEADER_LEN, buf)?;
+        self.read_span(pos + HEADER_LEN, buf)?;
         h.check_body(&raw, buf, expected_lsn)
             .map_err(ReadError::Bad)?;
         Ok((h, total))
     }
 
-    /// Re-reads the log from the media: the valid prefix, then one `Err(Corrupt)` if the
-    /// log is (or has since become) damaged.
+    /// Reads the record at `cursor`, which must end by the logical position `limit`;
+    /// returns it and the cursor after it. Damage is `LogError::Corrupt`.
+    pub fn read(&self, cursor: Cursor, limit: u64) -> Result<(Record, Cursor), LogError> {
+        let mut payload = Vec::new();
+        match self.read_at(cursor.pos, cursor.lsn, limit, &mut payload) {
+            Ok((h, len)) => Ok((
+                Record {
+                    lsn: h.lsn,
+                    offset: self.physical(cursor.pos),
+                    kind: h.kind,
+                    db: h.db,
+                    payload,
+                },
+                Cursor {
+                    pos: cursor.pos + len,
+                    lsn: cursor.lsn + 1,
+                },
+            )),
+            Err(ReadError::Bad(reason)) => Err(LogError::Corrupt(Corruption {
+                offset: self.physical(cursor.pos),
+                lsn: cursor.lsn,
+                reason,
+            })),
+            Err(ReadError::Media(e)) => Err(LogError::Media(e)),
+        }
+    }
+}
+
+impl Log {
+    /// Opens the ring log whose commit word is at `tail_word`, region at `log_offset` of
+    /// `capacity` bytes, live records starting at `head` (from the key space's root), and
+    /// scans it once. Damage is not an error here but the `Corrupt` state; only a failing
+    /// media is an error.
+    pub fn open(
+        media: Arc<dyn Media>,
+        tail_word: u64,
+        log_offset: u64,
+        capacity: u64,
+        head: Cursor,
+    ) -> Result<Log, MediaError> {
+        let tail = media.load_u64(tail_word)?;
+        let mut log = Log {
+            media,
+            tail_word,
+            log_offset,
+            capacity,
+            head,
+            tail,
+            valid_end: head.pos,
+            last_lsn: head.lsn.saturating_sub(1),
+            state: LogState::Writable,
+            scratch: Vec::new(),
+            committed: tail,
+            committed_lsn: 0,
+        };
+        log.scan()?;
+        log.committed_lsn = log.last_lsn;
+        Ok(log)
+    }
+
+    fn reader(&self) -> LogReader {
+        LogReader::new(Arc::clone(&self.media), self.log_offset, self.capacity)
+    }
+
+    /// A reader of this log's region, for another thread.
+    pub fn new_reader(&self) -> LogReader {
+        self.reader()
+    }
+
+    /// Finds the end of the valid prefix and sets the state.
+    fn scan(&mut self) -> Result<(), MediaError> {
+        let head = self.head.pos;
+        // The commit word decides what must be valid; when it is itself impossible, scan
+        // as far as records parse so that the intact prefix stays readable.
+        let bad_word = self.tail < head
+            || self.tail - head > self.capacity
+            || !self.tail.is_multiple_of(8)
+            || !head.is_multiple_of(8);
+        let limit = if bad_word {
+            head + self.capacity
+        } else {
+            self.tail
+        };
+        let reader = self.reader();
+        let mut scratch = Vec::new();
+        let mut pos = head;
+        let mut lsn = self.head.lsn;
+        let mut damage = None;
+        while pos < limit {
+            match reader.read_at(pos, lsn, limit, &mut scratch) {
+                Ok((_, len)) => {
+                    pos += len;
+                    lsn += 1;
+                }
+                Err(ReadError::Media(e)) => return Err(e),
+                Err(ReadError::Bad(reason)) => {
+                    damage = Some((pos, reason));
+                    break;
+                }
+            }
+        }
+        self.valid_end = pos;
+        self.last_lsn = lsn - 1;
+        let corruption = if bad_word {
+            Some(Corruption {
+                offset: self.tail_word,
+                lsn,
+                reason: format!(
+                    "commit word says the log ends at {}, impossible for a log of {} bytes \
+                     whose live records start at {head}",
+                    self.tail, self.capacity
+                ),
+            })
+        } else {
+            damage.map(|(p, reason)| Corruption {
+                offset: reader.physical(p),
+                lsn,
+                reason,
+            })
+        };
+        if let Some(c) = corruption {
+            self.state = LogState::Corrupt(c);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the live records from the media: the valid prefix, then one
+    /// `Err(Corrupt)` if the log is damaged.
     pub fn records(&self) -> Records<'_> {
-        self.records_from(Cursor::START)
+        self.records_from(self.head)
     }
 
     /// Like `records`, from a cursor a previous iteration returned.
     pub fn records_from(&self, cursor: Cursor) -> Records<'_> {
         Records {
             log: self,
-            pos: cursor.pos,
-            lsn: cursor.lsn,
+            reader: self.reader(),
+            cursor,
             done: false,
         }
     }
@@ -308,13 +382,37 @@ impl Log {
         self.tail.saturating_sub(self.committed)
     }
 
+    /// Flushes the logical range `[from, to)` of the ring.
+    fn flush_span(&self, from: u64, to: u64) -> Result<(), MediaError> {
+        self.for_each_piece(from, to - from, |off, len| self.media.flush(off, len))
+    }
+
+    /// Calls `f(pool_offset, len)` for the one or two physical pieces of a logical range.
+    fn for_each_piece(
+        &self,
+        pos: u64,
+        len: u64,
+        mut f: impl FnMut(u64, u64) -> Result<(), MediaError>,
+    ) -> Result<(), MediaError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let off = pos % self.capacity;
+        let first = (self.capacity - off).min(len);
+        f(self.log_offset + off, first)?;
+        if first < len {
+            f(self.log_offset, len - first)?;
+        }
+        Ok(())
+    }
+
     fn commit_pending(&mut self) -> Result<(), MediaError> {
-        let from = self.log_offset + self.committed;
-        self.media.flush(from, self.tail - self.committed)?;
+        self.flush_span(self.committed, self.tail)?;
         self.media.fence()?;
         self.media.store_u64_persistent(self.tail_word, self.tail)?;
         self.media.fence()?;
         self.committed = self.tail;
+        self.committed_lsn = self.last_lsn;
         Ok(())
     }
 
@@ -358,42 +456,55 @@ impl Log {
         needed: u64,
         durable: bool,
     ) -> Result<(), MediaError> {
-        let start = self.log_offset + self.tail;
         let mut lsn = self.last_lsn;
-        self.scratch.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
         for r in batch {
             lsn += 1;
-            let len = r.payload.len() as u64;
-            self.scratch
-                .extend_from_slice(&encode_header(lsn, r.kind, r.db, r.payload));
-            self.scratch.extend_from_slice(r.payload);
-            let pad = padding(len) as usize;
-            self.scratch.extend_from_slice(&[0u8; 8][..pad.min(8)]);
+            encode_record(lsn, r, &mut scratch);
         }
+        let start = self.tail;
         let new_tail = self.tail + needed;
+        let result = self.write_encoded(&scratch, start, new_tail, lsn, durable);
+        self.scratch = scratch;
+        result?;
+        self.tail = new_tail;
+        self.valid_end = new_tail;
+        self.last_lsn = lsn;
+        Ok(())
+    }
+
+    fn write_encoded(
+        &mut self,
+        bytes: &[u8],
+        start: u64,
+        new_tail: u64,
+        lsn: u64,
+        durable: bool,
+    ) -> Result<(), MediaError> {
+        let mut written = 0usize;
         if !durable {
-            self.media.write(start, &self.scratch)?;
-            self.tail = new_tail;
-            self.valid_end = new_tail;
-            self.last_lsn = lsn;
-            self.count += batch.len() as u64;
-            return Ok(());
+            return self.for_each_piece(start, bytes.len() as u64, |off, len| {
+                let piece = &bytes[written..written + len as usize];
+                written += len as usize;
+                self.media.write(off, piece)
+            });
         }
         if self.committed < self.tail {
             // Earlier deferred records are written but not flushed: they go first.
-            self.media
-                .flush(self.log_offset + self.committed, self.tail - self.committed)?;
+            self.flush_span(self.committed, self.tail)?;
         }
         // Records durable first, so a durable commit word never names unwritten bytes.
-        self.media.write_persistent(start, &self.scratch)?;
+        self.for_each_piece(start, bytes.len() as u64, |off, len| {
+            let piece = &bytes[written..written + len as usize];
+            written += len as usize;
+            self.media.write_persistent(off, piece)
+        })?;
         self.media.fence()?;
         self.media.store_u64_persistent(self.tail_word, new_tail)?;
         self.media.fence()?;
-        self.tail = new_tail;
         self.committed = new_tail;
-        self.valid_end = new_tail;
-        self.last_lsn = lsn;
-        self.count += batch.len() as u64;
+        self.committed_lsn = lsn;
         Ok(())
     }
 
@@ -402,29 +513,51 @@ impl Log {
         self.capacity.saturating_sub(self.used_bytes())
     }
 
-    /// Bytes committed (per the commit word, capped at capacity).
+    /// Bytes of live records: appended and not yet folded into the key space (the
+    /// backlog), capped at the capacity.
     pub fn used_bytes(&self) -> u64 {
-        self.tail.min(self.capacity)
+        self.tail.saturating_sub(self.head.pos).min(self.capacity)
     }
 
-    /// Bytes the log can hold on this media.
+    /// Bytes the ring holds.
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
 
-    /// Lsn of the last valid record (0 for an empty log).
+    /// Lsn of the last valid record (the head's lsn - 1 for an empty log).
     pub fn last_lsn(&self) -> u64 {
         self.last_lsn
     }
 
-    /// Number of valid records.
+    /// Number of live records (not yet folded into the key space).
     pub fn record_count(&self) -> u64 {
-        self.count
+        (self.last_lsn + 1).saturating_sub(self.head.lsn)
     }
 
-    /// Pool offset of the first record.
+    /// Pool offset of the log region.
     pub fn log_offset(&self) -> u64 {
         self.log_offset
+    }
+
+    /// Where the live records start.
+    pub fn head(&self) -> Cursor {
+        self.head
+    }
+
+    /// The end of what is durable: the replayer may fold records up to here.
+    pub fn committed_end(&self) -> Cursor {
+        Cursor {
+            pos: self.committed,
+            lsn: self.committed_lsn + 1,
+        }
+    }
+
+    /// The key space has durably folded every record before `head`: their space is free.
+    /// Ignored unless it moves forward and stays within the durable log.
+    pub fn advance_head(&mut self, head: Cursor) {
+        if head.pos > self.head.pos && head.pos <= self.committed && head.lsn > self.head.lsn {
+            self.head = head;
+        }
     }
 
     pub fn state(&self) -> &LogState {
@@ -439,12 +572,10 @@ impl Log {
             LogState::Poisoned(why) => return Err(LogError::Poisoned(why.clone())),
             LogState::Corrupt(_) => {}
         }
-        // Committed bytes past the valid prefix, even those a truncated file no longer holds
-        // (an impossible commit word counts up to the capacity).
-        let dropped = self
-            .tail
-            .min(self.sb_capacity)
-            .saturating_sub(self.valid_end);
+        // Committed bytes past the valid prefix (an impossible commit word counts up to
+        // the capacity).
+        let end = self.tail.min(self.head.pos + self.capacity);
+        let dropped = end.saturating_sub(self.valid_end);
         let res = self
             .media
             .store_u64_atomic(self.tail_word, self.valid_end)
@@ -458,38 +589,36 @@ impl Log {
         }
         self.tail = self.valid_end;
         self.committed = self.valid_end;
+        self.committed_lsn = self.last_lsn;
         self.state = LogState::Writable;
         Ok(dropped)
     }
 }
 
-/// Where a [`Records`] iteration stands, to resume it later (e.g. after releasing a lock).
+/// A position in the log: a logical byte position and the lsn of the record there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    pos: u64,
-    lsn: u64,
+    pub pos: u64,
+    pub lsn: u64,
 }
 
 impl Cursor {
-    /// The start of the log.
+    /// The start of a fresh log.
     pub const START: Cursor = Cursor { pos: 0, lsn: 1 };
 }
 
 /// Iterator returned by [`Log::records`].
 pub struct Records<'a> {
     log: &'a Log,
-    pos: u64,
-    lsn: u64,
+    reader: LogReader,
+    cursor: Cursor,
     done: bool,
 }
 
 impl Records<'_> {
     /// Where the next call to `next` would read.
     pub fn cursor(&self) -> Cursor {
-        Cursor {
-            pos: self.pos,
-            lsn: self.lsn,
-        }
+        self.cursor
     }
 }
 
@@ -501,38 +630,21 @@ impl Iterator for Records<'_> {
             return None;
         }
         let log = self.log;
-        if self.pos >= log.valid_end {
+        if self.cursor.pos >= log.valid_end {
             self.done = true;
             return match &log.state {
                 LogState::Corrupt(c) => Some(Err(LogError::Corrupt(c.clone()))),
                 _ => None,
             };
         }
-        let mut payload = Vec::new();
-        match log.read_at(self.pos, self.lsn, log.valid_end, &mut payload) {
-            Ok((h, len)) => {
-                let rec = Record {
-                    lsn: h.lsn,
-                    offset: log.log_offset + self.pos,
-                    kind: h.kind,
-                    db: h.db,
-                    payload,
-                };
-                self.pos += len;
-                self.lsn += 1;
+        match self.reader.read(self.cursor, log.valid_end) {
+            Ok((rec, next)) => {
+                self.cursor = next;
                 Some(Ok(rec))
             }
-            Err(ReadError::Bad(reason)) => {
+            Err(e) => {
                 self.done = true;
-                Some(Err(LogError::Corrupt(Corruption {
-                    offset: log.log_offset + self.pos,
-                    lsn: self.lsn,
-                    reason,
-                })))
-            }
-            Err(ReadError::Media(e)) => {
-                self.done = true;
-                Some(Err(LogError::Media(e)))
+                Some(Err(e))
             }
         }
     }

@@ -1,21 +1,29 @@
-//! The pool file: a superblock, the log's commit word, then the log (layout v1, see
-//! docs/format.md). All integers little-endian at explicit offsets.
+//! The pool file (layout v2, see docs/format.md): a superblock, the commit words, the key
+//! space's root and redo journal, the ring log, then the key space's heap. All integers
+//! little-endian at explicit offsets.
+//!
+//! Opening a pool is recovery: check the superblock, redo a key-space batch that was
+//! committed but not yet copied into place (the journal), then scan the log from the
+//! head the key space names. The key space itself is opened separately
+//! (`keyspace::KeySpace::open`), by whoever will own it (the replayer thread).
 //!
 //! Invariants: a pool file at its final path always has a valid superblock (a new pool
 //! is formatted under a temporary name and linked into place only once durable); the
 //! process that opened a pool holds an exclusive flock on it for the `Pool`'s lifetime;
-//! an existing pool keeps the size recorded in its superblock.
+//! an existing pool keeps the size and log size recorded in its superblock.
 
 #![forbid(unsafe_code)]
 
 mod superblock;
 
 pub use superblock::{
-    Superblock, SuperblockError, BLOCK_LEN, FORMAT_VERSION, LOG_HEAD_OFFSET, LOG_OFFSET,
-    LOG_TAIL_OFFSET, MAGIC, MIN_POOL_SIZE, SUPERBLOCK_CRC_LEN,
+    Superblock, SuperblockError, BLOCK_LEN, DEFAULT_LOG_SIZE, FIXED_LEN, FORMAT_VERSION,
+    JOURNAL_OFFSET, JOURNAL_WORD_OFFSET, LOG_TAIL_OFFSET, MAGIC, MIN_LOG_SIZE, MIN_POOL_SIZE,
+    ROOT_LEN, ROOT_OFFSET, SUPERBLOCK_CRC_LEN,
 };
 
-use crate::log::Log;
+use crate::keyspace::{self, JournalOutcome, StoreError};
+use crate::log::{Cursor, Log};
 use crate::pmem::{allocate_file, MappedFile, Media, MediaError, MediaMode, RequestedMode};
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -31,6 +39,8 @@ pub struct PoolOptions {
     pub path: PathBuf,
     /// Size of a new pool in bytes (rounded down to 4 KiB); ignored for an existing pool.
     pub size: u64,
+    /// Ring log size of a new pool; ignored for an existing pool.
+    pub log_size: u64,
     pub mode: RequestedMode,
     /// Emulate mode only: busy-wait per fence that follows a flush.
     pub emulate_flush_delay_ns: u64,
@@ -50,6 +60,8 @@ pub struct PoolInfo {
     /// One sentence: why this mode.
     pub mode_reason: String,
     pub created_unix_ms: u64,
+    /// What recovery did with the key space's journal.
+    pub journal: JournalOutcome,
 }
 
 /// Errors opening or creating a pool. Each displays as one line naming the path.
@@ -100,6 +112,11 @@ pub enum PoolError {
         path: PathBuf,
         reason: String,
     },
+    /// The key space's journal or root is damaged.
+    KeySpace {
+        path: PathBuf,
+        source: StoreError,
+    },
 }
 
 impl fmt::Display for PoolError {
@@ -126,7 +143,8 @@ impl fmt::Display for PoolError {
             ),
             PoolError::UnsupportedVersion { path, version } => write!(
                 f,
-                "pool {} has format version {version}; this build reads version {FORMAT_VERSION}",
+                "pool {} has format version {version}; this build reads version {FORMAT_VERSION} \
+                 (move it aside; version 1 pools came from development builds without a key space)",
                 path.display()
             ),
             PoolError::SuperblockChecksum { path } => write!(
@@ -145,13 +163,16 @@ impl fmt::Display for PoolError {
             PoolError::Repair { path, reason } => {
                 write!(f, "repairing pool {} failed: {reason}", path.display())
             }
+            PoolError::KeySpace { path, source } => {
+                write!(f, "pool {}: {source}", path.display())
+            }
             PoolError::Truncated {
                 path,
                 file_len,
                 need,
             } => write!(
                 f,
-                "pool {} is only {file_len} bytes, too short for a pool header ({need} bytes)",
+                "pool {} is only {file_len} bytes, but its header says {need} (the file was cut short)",
                 path.display()
             ),
         }
@@ -204,50 +225,20 @@ impl Pool {
         let (media, reason) =
             MappedFile::open(path, sb.pool_size, opts.mode, opts.emulate_flush_delay_ns)
                 .map_err(|source| media_error(path, source))?;
-        let mut pool = Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file))?;
+        let mut pool =
+            Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file), true)?;
         pool.options = Some(opts.clone());
         Ok(pool)
     }
 
-    /// Repairs a damaged log: durably drops everything after its valid prefix, and when
-    /// the file was cut short, allocates it back to the pool's size and maps it again so
-    /// the log has its full capacity. Returns the committed bytes dropped.
+    /// Repairs a damaged log: durably drops everything after its valid prefix. Returns
+    /// the committed bytes dropped.
     pub fn repair(&mut self) -> Result<u64, PoolError> {
         let path = self.info.path.clone();
-        let dropped = self.log.repair_truncate().map_err(|e| PoolError::Repair {
-            path: path.clone(),
+        self.log.repair_truncate().map_err(|e| PoolError::Repair {
+            path,
             reason: e.to_string(),
-        })?;
-        let (Some(file), Some(opts)) = (self._lock.as_ref(), self.options.clone()) else {
-            return Ok(dropped);
-        };
-        let file_len = file
-            .metadata()
-            .map_err(|e| io_error(&path, "stat", e))?
-            .len();
-        if file_len >= self.superblock.pool_size {
-            return Ok(dropped);
-        }
-        crate::pmem::allocate_file(file, self.superblock.pool_size)
-            .map_err(|e| io_error(&path, "posix_fallocate", e))?;
-        let (media, reason) = MappedFile::open(
-            &path,
-            self.superblock.pool_size,
-            opts.mode,
-            opts.emulate_flush_delay_ns,
-        )
-        .map_err(|source| media_error(&path, source))?;
-        let media: Arc<dyn Media> = Arc::new(media);
-        self.log = Log::open(
-            Arc::clone(&media),
-            LOG_TAIL_OFFSET,
-            self.superblock.log_offset,
-            self.superblock.log_capacity,
-        )
-        .map_err(|source| media_error(&path, source))?;
-        self.media = media;
-        self.info.mode_reason = reason;
-        Ok(dropped)
+        })
     }
 
     /// Opens an existing pool for inspection: read-only mapping, shared lock (so it fails
@@ -259,21 +250,30 @@ impl Pool {
         let media = MappedFile::open_readonly(path, sb.pool_size)
             .map_err(|source| media_error(path, source))?;
         let reason = "opened read-only for inspection".to_string();
-        Pool::assemble(Arc::new(media), sb, path, false, reason, Some(file))
+        Pool::assemble(Arc::new(media), sb, path, false, reason, Some(file), false)
     }
 
     /// Opens a pool on caller-supplied media (tests use `CrashSim`). `create` formats a
-    /// fresh superblock and an empty log over the whole media first.
+    /// fresh superblock (log of `DEFAULT_LOG_SIZE`, at most half the space) first.
     pub fn from_media(media: Box<dyn Media>, create: bool) -> Result<Pool, PoolError> {
+        Pool::from_media_with_log(media, create, DEFAULT_LOG_SIZE)
+    }
+
+    /// `from_media` with the ring log size of a new pool.
+    pub fn from_media_with_log(
+        media: Box<dyn Media>,
+        create: bool,
+        log_size: u64,
+    ) -> Result<Pool, PoolError> {
         let media: Arc<dyn Media> = Arc::from(media);
         let path = Path::new(MEDIA_PATH);
         let sb = if create {
-            let sb = Superblock::new(media.len(), random_uuid(), now_unix_ms())
+            let sb = Superblock::new(media.len(), log_size, random_uuid(), now_unix_ms())
                 .map_err(|e| sb_error(path, e))?;
             format_media(media.as_ref(), &sb).map_err(|source| media_error(path, source))?;
             sb
         } else {
-            let need = LOG_OFFSET;
+            let need = FIXED_LEN;
             if media.len() < need {
                 return Err(PoolError::Truncated {
                     path: path.to_path_buf(),
@@ -285,10 +285,18 @@ impl Pool {
             media
                 .read(0, &mut raw)
                 .map_err(|source| media_error(path, source))?;
-            Superblock::decode(&raw).map_err(|e| sb_error(path, e))?
+            let sb = Superblock::decode(&raw).map_err(|e| sb_error(path, e))?;
+            if media.len() < sb.pool_size {
+                return Err(PoolError::Truncated {
+                    path: path.to_path_buf(),
+                    file_len: media.len(),
+                    need: sb.pool_size,
+                });
+            }
+            sb
         };
         let reason = "media supplied by the caller".to_string();
-        Pool::assemble(media, sb, path, create, reason, None)
+        Pool::assemble(media, sb, path, create, reason, None, true)
     }
 
     fn assemble(
@@ -298,12 +306,37 @@ impl Pool {
         created: bool,
         mode_reason: String,
         lock: Option<File>,
+        writable: bool,
     ) -> Result<Pool, PoolError> {
+        let layout = keyspace::Layout::of(&sb);
+        // A read-only open leaves a pending batch alone: the committed state before it,
+        // with the log from the old head, is consistent by itself.
+        let journal = if writable {
+            keyspace::recover_journal(media.as_ref(), layout.journal, |o| {
+                layout.journal_may_write(o)
+            })
+            .map_err(|source| PoolError::KeySpace {
+                path: path.to_path_buf(),
+                source,
+            })?
+        } else {
+            JournalOutcome::Clean
+        };
+        let root_word = |at: u64| {
+            media
+                .load_u64(ROOT_OFFSET + at)
+                .map_err(|source| media_error(path, source))
+        };
+        let head = Cursor {
+            pos: root_word(keyspace::layout::ROOT_LOG_HEAD)?,
+            lsn: root_word(keyspace::layout::ROOT_APPLIED_LSN)? + 1,
+        };
         let log = Log::open(
             Arc::clone(&media),
             LOG_TAIL_OFFSET,
             sb.log_offset,
             sb.log_capacity,
+            head,
         )
         .map_err(|source| media_error(path, source))?;
         let info = PoolInfo {
@@ -314,6 +347,7 @@ impl Pool {
             mode: media.mode(),
             mode_reason,
             created_unix_ms: sb.created_unix_ms,
+            journal,
         };
         Ok(Pool {
             media,
@@ -323,6 +357,21 @@ impl Pool {
             _lock: lock,
             options: None,
         })
+    }
+
+    /// Opens the key space of this pool (walks it to rebuild free space; see
+    /// `KeySpace::open`). Its owner must be the only writer of the key space.
+    pub fn open_keyspace(&self) -> Result<keyspace::KeySpace, PoolError> {
+        keyspace::KeySpace::open(Arc::clone(&self.media), keyspace::Layout::of(&self.superblock))
+            .map_err(|source| PoolError::KeySpace {
+                path: self.info.path.clone(),
+                source,
+            })
+    }
+
+    /// A shared handle on the media (for the replayer thread).
+    pub fn media_arc(&self) -> Arc<dyn Media> {
+        Arc::clone(&self.media)
     }
 
     pub fn info(&self) -> &PoolInfo {
@@ -401,17 +450,25 @@ fn read_superblock_from_file(file: &File, path: &Path) -> Result<Superblock, Poo
         .metadata()
         .map_err(|e| io_error(path, "stat", e))?
         .len();
-    if file_len < LOG_OFFSET {
+    if file_len < FIXED_LEN {
         return Err(PoolError::Truncated {
             path: path.to_path_buf(),
             file_len,
-            need: LOG_OFFSET,
+            need: FIXED_LEN,
         });
     }
     let mut raw = [0u8; SUPERBLOCK_CRC_LEN + 4];
     file.read_exact_at(&mut raw, 0)
         .map_err(|e| io_error(path, "read superblock", e))?;
-    Superblock::decode(&raw).map_err(|e| sb_error(path, e))
+    let sb = Superblock::decode(&raw).map_err(|e| sb_error(path, e))?;
+    if file_len < sb.pool_size {
+        return Err(PoolError::Truncated {
+            path: path.to_path_buf(),
+            file_len,
+            need: sb.pool_size,
+        });
+    }
+    Ok(sb)
 }
 
 /// Creates a new pool file: formatted and made durable under a temporary name, then
@@ -419,8 +476,8 @@ fn read_superblock_from_file(file: &File, path: &Path) -> Result<Superblock, Poo
 /// returned file is locked.
 fn create_pool_file(opts: &PoolOptions) -> Result<File, PoolError> {
     let path = opts.path.as_path();
-    let sb =
-        Superblock::new(opts.size, random_uuid(), now_unix_ms()).map_err(|e| sb_error(path, e))?;
+    let sb = Superblock::new(opts.size, opts.log_size, random_uuid(), now_unix_ms())
+        .map_err(|e| sb_error(path, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -447,7 +504,7 @@ fn create_pool_file(opts: &PoolOptions) -> Result<File, PoolError> {
 fn format_new_file(file: &File, tmp: &Path, path: &Path, sb: &Superblock) -> Result<(), PoolError> {
     lock(file, tmp, true)?;
     allocate_file(file, sb.pool_size).map_err(|e| io_error(path, "posix_fallocate", e))?;
-    // fallocate zero-fills, so the commit word (0 = empty log) needs no write.
+    // fallocate zero-fills, so the commit words and the root (0 = empty) need no write.
     file.write_all_at(&sb.encode_block(), 0)
         .map_err(|e| io_error(tmp, "write superblock", e))?;
     file.sync_all().map_err(|e| io_error(tmp, "fsync", e))?;
@@ -461,13 +518,11 @@ fn format_new_file(file: &File, tmp: &Path, path: &Path, sb: &Superblock) -> Res
     }
 }
 
-/// Writes the superblock and an empty log's commit word through the media, durably.
+/// Writes the superblock, zero commit words and an empty root through the media, durably.
 fn format_media(media: &dyn Media, sb: &Superblock) -> Result<(), MediaError> {
     media.write(0, &sb.encode_block())?;
-    media.store_u64_atomic(LOG_TAIL_OFFSET, 0)?;
-    media.store_u64_atomic(LOG_HEAD_OFFSET, 0)?;
-    media.flush(0, BLOCK_LEN)?;
-    media.flush(LOG_TAIL_OFFSET, LOG_HEAD_OFFSET + 8 - LOG_TAIL_OFFSET)?;
+    media.write(LOG_TAIL_OFFSET, &vec![0u8; (FIXED_LEN - LOG_TAIL_OFFSET) as usize])?;
+    media.flush(0, FIXED_LEN)?;
     media.fence()
 }
 

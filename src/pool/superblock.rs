@@ -1,22 +1,32 @@
-//! The superblock codec (pool offset 0, layout v1): every field little-endian at a fixed
-//! offset, protected by a crc32c over bytes 0..64. Decoding checks, in order, the magic
+//! The superblock codec (pool offset 0, layout v2): every field little-endian at a fixed
+//! offset, protected by a crc32c over bytes 0..96. Decoding checks, in order, the magic
 //! (is this a pool at all?), the version (can we read it?), the crc (is it intact?) and
 //! the layout (do the fields make sense together?).
 
 use std::fmt::Write as _;
 
 pub const MAGIC: [u8; 8] = *b"RNVMPOOL";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes covered by the superblock crc; the crc itself sits right after them.
-pub const SUPERBLOCK_CRC_LEN: usize = 64;
+pub const SUPERBLOCK_CRC_LEN: usize = 96;
 /// The superblock area (the rest of it is zero).
 pub const BLOCK_LEN: u64 = 4096;
 /// The log's commit word: committed bytes of log from `LOG_OFFSET`. Own cache line.
 pub const LOG_TAIL_OFFSET: u64 = 4096;
-/// Reserved for a future `log_head` (zero in v1). Own cache line.
-pub const LOG_HEAD_OFFSET: u64 = 4160;
-/// First byte of the log.
-pub const LOG_OFFSET: u64 = 8192;
+/// The key space's journal commit word (0: no batch to redo). Own cache line.
+pub const JOURNAL_WORD_OFFSET: u64 = 4160;
+/// The key space's root block (applied lsn, log head, heap top, db tables).
+pub const ROOT_OFFSET: u64 = 8192;
+pub const ROOT_LEN: u64 = 4096;
+/// The key space's redo journal.
+pub const JOURNAL_OFFSET: u64 = 12288;
+/// What a pool needs before its journal: superblock, commit words, root.
+pub const FIXED_LEN: u64 = JOURNAL_OFFSET;
+/// Default ring log size (`nvm.log-size`).
+pub const DEFAULT_LOG_SIZE: u64 = 64 << 20;
+/// Smallest ring log the format allows (the module's config asks for at least 64 KiB;
+/// tests use tiny logs to wrap often).
+pub const MIN_LOG_SIZE: u64 = 4096;
 /// Smallest pool accepted at creation.
 pub const MIN_POOL_SIZE: u64 = 1 << 20;
 /// Pool sizes are rounded down to this.
@@ -32,6 +42,10 @@ pub struct Superblock {
     pub log_offset: u64,
     pub log_capacity: u64,
     pub created_unix_ms: u64,
+    pub journal_offset: u64,
+    pub journal_size: u64,
+    pub heap_offset: u64,
+    pub heap_size: u64,
 }
 
 /// Why a superblock was refused.
@@ -42,6 +56,10 @@ pub enum SuperblockError {
     Checksum,
     Layout(String),
     TooSmall { size: u64, min: u64 },
+}
+
+fn align_down(v: u64) -> u64 {
+    v - v % SIZE_ALIGN
 }
 
 fn u32_at(b: &[u8; SUPERBLOCK_CRC_LEN + 4], at: usize) -> u32 {
@@ -61,9 +79,16 @@ fn u64_at(b: &[u8; SUPERBLOCK_CRC_LEN + 4], at: usize) -> u64 {
 }
 
 impl Superblock {
-    /// A superblock for a new pool of (about) `size` bytes: rounded down to 4 KiB, at
-    /// least `MIN_POOL_SIZE`.
-    pub fn new(size: u64, uuid: [u8; 16], created_unix_ms: u64) -> Result<Self, SuperblockError> {
+    /// A superblock for a new pool of (about) `size` bytes, rounded down to 4 KiB, at
+    /// least `MIN_POOL_SIZE`, with a ring log of (at most) `log_size` bytes: the journal
+    /// takes 1/64 of the pool (64 KiB..4 MiB), the log at most half of what remains, the
+    /// key space's heap the rest.
+    pub fn new(
+        size: u64,
+        log_size: u64,
+        uuid: [u8; 16],
+        created_unix_ms: u64,
+    ) -> Result<Self, SuperblockError> {
         if size < MIN_POOL_SIZE {
             return Err(SuperblockError::TooSmall {
                 size,
@@ -71,18 +96,27 @@ impl Superblock {
             });
         }
         let pool_size = size - size % SIZE_ALIGN;
+        let journal_size = align_down((pool_size / 64).clamp(64 << 10, 4 << 20));
+        let journal_end = JOURNAL_OFFSET + journal_size;
+        let space = pool_size - journal_end;
+        let log_capacity = align_down(log_size.max(MIN_LOG_SIZE).min(space / 2)).max(SIZE_ALIGN);
+        let heap_offset = journal_end + log_capacity;
         Ok(Superblock {
             format_version: FORMAT_VERSION,
             flags: 0,
             uuid,
             pool_size,
-            log_offset: LOG_OFFSET,
-            log_capacity: pool_size - LOG_OFFSET,
+            log_offset: journal_end,
+            log_capacity,
             created_unix_ms,
+            journal_offset: JOURNAL_OFFSET,
+            journal_size,
+            heap_offset,
+            heap_size: pool_size - heap_offset,
         })
     }
 
-    /// The 68 encoded bytes: fields, then the crc of bytes 0..64.
+    /// The 100 encoded bytes: fields, then the crc of bytes 0..96.
     pub fn encode(&self) -> [u8; SUPERBLOCK_CRC_LEN + 4] {
         let mut b = [0u8; SUPERBLOCK_CRC_LEN + 4];
         b[0..8].copy_from_slice(&MAGIC);
@@ -93,8 +127,12 @@ impl Superblock {
         b[40..48].copy_from_slice(&self.log_offset.to_le_bytes());
         b[48..56].copy_from_slice(&self.log_capacity.to_le_bytes());
         b[56..64].copy_from_slice(&self.created_unix_ms.to_le_bytes());
+        b[64..72].copy_from_slice(&self.journal_offset.to_le_bytes());
+        b[72..80].copy_from_slice(&self.journal_size.to_le_bytes());
+        b[80..88].copy_from_slice(&self.heap_offset.to_le_bytes());
+        b[88..96].copy_from_slice(&self.heap_size.to_le_bytes());
         let crc = crc32c::crc32c(&b[..SUPERBLOCK_CRC_LEN]);
-        b[64..68].copy_from_slice(&crc.to_le_bytes());
+        b[96..100].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -106,7 +144,7 @@ impl Superblock {
         block
     }
 
-    /// Decodes and validates the first 68 bytes of a pool.
+    /// Decodes and validates the first 100 bytes of a pool.
     pub fn decode(b: &[u8; SUPERBLOCK_CRC_LEN + 4]) -> Result<Self, SuperblockError> {
         if b.get(0..8) != Some(&MAGIC[..]) {
             return Err(SuperblockError::BadMagic);
@@ -115,7 +153,7 @@ impl Superblock {
         if format_version != FORMAT_VERSION {
             return Err(SuperblockError::UnsupportedVersion(format_version));
         }
-        let stored = u32_at(b, 64);
+        let stored = u32_at(b, SUPERBLOCK_CRC_LEN);
         let computed = crc32c::crc32c(b.get(..SUPERBLOCK_CRC_LEN).unwrap_or(&[]));
         if stored != computed {
             return Err(SuperblockError::Checksum);
@@ -132,6 +170,10 @@ impl Superblock {
             log_offset: u64_at(b, 40),
             log_capacity: u64_at(b, 48),
             created_unix_ms: u64_at(b, 56),
+            journal_offset: u64_at(b, 64),
+            journal_size: u64_at(b, 72),
+            heap_offset: u64_at(b, 80),
+            heap_size: u64_at(b, 88),
         };
         sb.check_layout()?;
         Ok(sb)
@@ -142,24 +184,32 @@ impl Superblock {
         if self.flags != 0 {
             return bad(format!("unknown flags {:#x}", self.flags));
         }
-        if self.log_offset != LOG_OFFSET {
-            return bad(format!(
-                "log offset {} (layout v1 puts the log at {LOG_OFFSET})",
-                self.log_offset
-            ));
-        }
         if self.pool_size < MIN_POOL_SIZE {
             return bad(format!(
                 "pool size {} is below the minimum {MIN_POOL_SIZE}",
                 self.pool_size
             ));
         }
-        if !self.log_capacity.is_multiple_of(8)
-            || self.log_capacity > self.pool_size - self.log_offset
-        {
+        let aligned = |v: u64| v.is_multiple_of(SIZE_ALIGN);
+        let regions = [
+            ("journal", self.journal_offset, self.journal_size),
+            ("log", self.log_offset, self.log_capacity),
+            ("heap", self.heap_offset, self.heap_size),
+        ];
+        let mut at = JOURNAL_OFFSET;
+        for (name, offset, len) in regions {
+            if offset != at || !aligned(offset) || !aligned(len) || len == 0 {
+                return bad(format!(
+                    "{name} region at {offset} of {len} bytes does not follow the layout \
+                     (expected at {at}, 4 KiB aligned, not empty)"
+                ));
+            }
+            at = offset.saturating_add(len);
+        }
+        if at != self.pool_size {
             return bad(format!(
-                "log capacity {} does not fit a pool of {} bytes",
-                self.log_capacity, self.pool_size
+                "regions end at {at}, but the pool is {} bytes",
+                self.pool_size
             ));
         }
         Ok(())

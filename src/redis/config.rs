@@ -31,6 +31,8 @@ impl Durability {
 pub struct Settings {
     pub path: PathBuf,
     pub size: u64,
+    /// Ring log size of a new pool (the backlog cap).
+    pub log_size: u64,
     pub mode: RequestedMode,
     pub durability: Durability,
     pub emulate_flush_delay_ns: u64,
@@ -38,9 +40,12 @@ pub struct Settings {
 
 pub const DEFAULT_SIZE: u64 = 1 << 30;
 pub const MIN_SIZE: u64 = 1 << 20;
+pub const DEFAULT_LOG_SIZE: u64 = crate::pool::DEFAULT_LOG_SIZE;
+pub const MIN_LOG_SIZE: u64 = 64 << 10;
 pub const OPTION_NAMES: &[&str] = &[
     "path",
     "size",
+    "log-size",
     "mode",
     "durability",
     "emulate-flush-delay-ns",
@@ -51,6 +56,7 @@ impl Default for Settings {
         Settings {
             path: PathBuf::from("redis.nvm"),
             size: DEFAULT_SIZE,
+            log_size: DEFAULT_LOG_SIZE,
             mode: RequestedMode::Auto,
             durability: Durability::Always,
             emulate_flush_delay_ns: 0,
@@ -94,6 +100,14 @@ impl Settings {
                 self.path = PathBuf::from(value);
             }
             "size" => self.size = parse_size(value).map_err(|e| format!("module argument 'size': {e}"))?,
+            "log-size" => {
+                self.log_size = parse_bytes(value)
+                    .ok()
+                    .filter(|n| *n >= MIN_LOG_SIZE)
+                    .ok_or_else(|| {
+                        format!("module argument 'log-size': '{value}' is not a size of at least 64kb (examples: 64mb, 256mb)")
+                    })?
+            }
             "mode" => {
                 self.mode = value.parse().map_err(|_| {
                     format!("module argument 'mode': '{value}' is not one of auto, dax, emulate, msync")
@@ -130,9 +144,20 @@ impl Settings {
     }
 }
 
+/// Parses a pool size (see `parse_bytes`), at least 1mb.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let size = parse_bytes(text)?;
+    if size < MIN_SIZE {
+        return Err(format!(
+            "'{text}' is smaller than the minimum pool size of 1mb"
+        ));
+    }
+    Ok(size)
+}
+
 /// Parses a size the way redis.conf does: a number with an optional unit
 /// (k/m/g = 1000-based, kb/mb/gb = 1024-based, b = bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let lower = text.trim().to_ascii_lowercase();
     let digits_end = lower
         .find(|c: char| !c.is_ascii_digit())
@@ -157,15 +182,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ))
         }
     };
-    let size = number
+    number
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("'{text}' is too large"))?;
-    if size < MIN_SIZE {
-        return Err(format!(
-            "'{text}' is smaller than the minimum pool size of 1mb"
-        ));
-    }
-    Ok(size)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 #[cfg(test)]

@@ -109,6 +109,7 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
     let options = PoolOptions {
         path: settings.path.clone(),
         size: settings.size,
+        log_size: settings.log_size,
         mode: settings.mode,
         emulate_flush_delay_ns: settings.emulate_flush_delay_ns,
     };
@@ -241,6 +242,15 @@ fn register_configs(ctx: Ctx, s: &Settings) -> bool {
         set_numeric,
     ) && ffi::register_numeric_config(
         ctx,
+        "log-size",
+        i64::try_from(s.log_size).unwrap_or(i64::MAX),
+        immutable | raw::REDISMODULE_CONFIG_MEMORY,
+        config::MIN_LOG_SIZE as i64,
+        i64::MAX,
+        get_numeric,
+        set_numeric,
+    ) && ffi::register_numeric_config(
+        ctx,
         "emulate-flush-delay-ns",
         s.emulate_flush_delay_ns as i64,
         immutable,
@@ -299,6 +309,7 @@ unsafe extern "C" fn get_numeric(name: *const c_char, _privdata: *mut c_void) ->
         let s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
         match config_name(name).as_str() {
             "size" => i64::try_from(s.size).unwrap_or(i64::MAX),
+            "log-size" => i64::try_from(s.log_size).unwrap_or(i64::MAX),
             "emulate-flush-delay-ns" => s.emulate_flush_delay_ns as i64,
             _ => 0,
         }
