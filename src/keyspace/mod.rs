@@ -170,7 +170,8 @@ impl KeySpace {
             stats: ApplyStats::default(),
             scratch: Vec::new(),
         };
-        let report = ks.walk(false)?;
+        // Every item checksum is verified: damaged data is refused, never loaded.
+        let report = ks.walk(true)?;
         if let Some(p) = report.problems.first() {
             return Err(corrupt(p.offset, p.what.clone()));
         }

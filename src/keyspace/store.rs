@@ -242,10 +242,6 @@ impl Store {
         }
     }
 
-    pub fn media(&self) -> &dyn Media {
-        self.media.as_ref()
-    }
-
     pub fn heap_range(&self) -> (u64, u64) {
         (self.heap_start, self.heap_end)
     }

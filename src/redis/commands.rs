@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+use super::replayer;
+use super::ffi::Reply;
 use super::ffi::{Ctx, InfoCtx};
 use super::state::{with_module, Module, Refusal};
 use crate::effect::decode;
@@ -25,6 +27,8 @@ pub fn nvm_help(ctx: Ctx) {
 }
 
 pub fn info_lines(m: &Module) -> Vec<(String, String)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rp = &*replayer::PUBLISHED;
     let info = m.pool.info();
     let log = m.pool.log();
     let capacity = log.capacity().max(1);
@@ -55,7 +59,25 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
             format!("{:.2}", log.used_bytes() as f64 * 100.0 / capacity as f64),
         ),
         ("log_records", log.record_count().to_string()),
+        ("log_backlog_bytes", log.used_bytes().to_string()),
         ("last_lsn", log.last_lsn().to_string()),
+        ("applied_lsn", (rp.applied_lsn.load(Relaxed).saturating_sub(1)).to_string()),
+        ("keyspace_keys", rp.keys.load(Relaxed).to_string()),
+        ("keyspace_heap_used", rp.heap_used.load(Relaxed).to_string()),
+        ("keyspace_heap_free", rp.heap_free.load(Relaxed).to_string()),
+        ("keyspace_heap_capacity", rp.heap_capacity.load(Relaxed).to_string()),
+        ("replay_records", rp.records.load(Relaxed).to_string()),
+        ("replay_batches", rp.batches.load(Relaxed).to_string()),
+        ("replay_records_per_sec", rp.rate.load(Relaxed).to_string()),
+        ("replay_peak_records_per_sec", rp.peak_rate.load(Relaxed).to_string()),
+        ("replay_apply_errors", rp.apply_errors.load(Relaxed).to_string()),
+        (
+            "replay_state",
+            match replayer::stall_reason() {
+                Some(why) => format!("stalled: {why}"),
+                None => "running".to_string(),
+            },
+        ),
         ("appended_records", m.stats.appended_records.to_string()),
         ("appended_bytes", m.stats.appended_bytes.to_string()),
         ("field_level_effects", m.stats.field_effects.to_string()),
@@ -65,6 +87,7 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         ),
         ("refused_writes", m.stats.refused_writes.to_string()),
         ("in_doubt_writes", m.stats.in_doubt_writes.to_string()),
+        ("recovery_keys_loaded", m.stats.loaded_keys.to_string()),
         ("recovery_records", m.stats.replayed_records.to_string()),
         ("recovery_errors", m.stats.replay_errors.to_string()),
         ("recovery_ms", m.stats.recovery_ms.to_string()),
@@ -107,9 +130,132 @@ pub fn info_section(ictx: InfoCtx) {
     }
 }
 
-/// Re-reads and decodes the whole log.
-pub fn nvm_check(ctx: Ctx) {
-    let report = with_module(|m| {
+/// Re-reads and decodes the live log, walks the key space verifying every checksum, and
+/// with `DATASET` compares key space + log tail with what the server holds.
+pub fn nvm_check(ctx: Ctx, args: &[Vec<u8>]) {
+    let dataset = args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"dataset"));
+    let mut lines = match check_log(ctx) {
+        Some(l) => l,
+        None => return ctx.reply_error("ERR redis-nvm is not initialised"),
+    };
+    let mut ok = lines.iter().all(|l| !l.starts_with("problem:"));
+    match replayer::shared() {
+        None => lines.push("keyspace:absent".into()),
+        Some(shared) => {
+            let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+            match r.keyspace_mut().check(true) {
+                Ok(rep) => {
+                    lines.push(format!("keyspace_keys:{}", rep.keys));
+                    lines.push(format!("keyspace_members:{}", rep.members));
+                    lines.push(format!("keyspace_blocks:{}", rep.blocks));
+                    lines.push(format!("keyspace_bytes:{}", rep.bytes_reachable));
+                    for p in rep.problems.iter().take(20) {
+                        ok = false;
+                        lines.push(format!("problem:key space at pool offset {}: {}", p.offset, p.what));
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("problem:{e}"));
+                }
+            }
+            if dataset && ok {
+                match compare_dataset(ctx, &r) {
+                    Ok(n) => lines.push(format!("dataset:equal ({n} keys)")),
+                    Err(why) => {
+                        ok = false;
+                        lines.push(format!("problem:dataset differs: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    lines.insert(0, if ok { "result:ok".into() } else { "result:damaged".into() });
+    ctx.reply_text(&(lines.join("\r\n") + "\r\n"));
+}
+
+/// Key space + live log records vs the server's keys (streams compared by presence).
+fn compare_dataset(ctx: Ctx, r: &crate::replay::Replayer) -> Result<u64, String> {
+    use crate::effect::model::{Dataset, ModelValue};
+    let mut stored = r.keyspace().to_dataset().map_err(|e| e.to_string())?;
+    let tail: Vec<_> = with_module(|m| m.pool.log().records().collect()).unwrap_or_default();
+    for rec in tail {
+        let rec = rec.map_err(|e| e.to_string())?;
+        let e = decode(rec.kind, &rec.payload).map_err(|e| e.to_string())?;
+        stored.apply(rec.db, &e).map_err(|e| e.0)?;
+    }
+    let mut live = Dataset::default();
+    let databases = with_module(|m| m.databases).unwrap_or(16);
+    for db in 0..databases {
+        if !ctx.select_db(db) {
+            continue;
+        }
+        for key in scan_keys(ctx) {
+            if let Some(e) = super::capture::whole_value(ctx, &key) {
+                live.apply(db as u8, &e).map_err(|e| e.0)?;
+            }
+        }
+    }
+    ctx.select_db(0);
+    let blank_streams = |d: &mut Dataset| {
+        for keys in d.dbs.values_mut() {
+            for entry in keys.values_mut() {
+                if let ModelValue::Stream { .. } = entry.value {
+                    entry.value = ModelValue::String(b"<stream>".to_vec());
+                }
+            }
+        }
+    };
+    blank_streams(&mut stored);
+    blank_streams(&mut live);
+    if stored == live {
+        return Ok(stored.key_count() as u64);
+    }
+    for (db, keys) in &live.dbs {
+        for (k, v) in keys {
+            if stored.get(*db, k) != Some(v) {
+                let short = |e: Option<&crate::effect::model::Entry>| {
+                    let t = format!("{e:?}");
+                    t.chars().take(300).collect::<String>()
+                };
+                return Err(format!(
+                    "db {db} key {:?}: pool {} server {}",
+                    String::from_utf8_lossy(k),
+                    short(stored.get(*db, k)),
+                    short(Some(v))
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "the pool holds {} keys, the server {}",
+        stored.key_count(),
+        live.key_count()
+    ))
+}
+
+/// Every key of the selected db.
+fn scan_keys(ctx: Ctx) -> Vec<Vec<u8>> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut cursor = b"0".to_vec();
+    while let Reply::Array(parts) = ctx.call("SCAN", &[&cursor, b"COUNT", b"1000"]) {
+        let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1)) else {
+            break;
+        };
+        out.extend(keys.iter().filter_map(Reply::as_bytes).map(<[u8]>::to_vec));
+        if next.as_slice() == b"0" {
+            break;
+        }
+        cursor = next.clone();
+    }
+    out.into_iter().collect()
+}
+
+/// Re-reads and decodes the live log.
+fn check_log(_ctx: Ctx) -> Option<Vec<String>> {
+    with_module(|m| {
         let mut records = 0u64;
         let mut bytes = 0u64;
         let mut problem: Option<String> = None;
@@ -141,19 +287,11 @@ pub fn nvm_check(ctx: Ctx) {
             format!("payload_bytes:{bytes}"),
             format!("last_lsn:{}", m.pool.log().last_lsn()),
         ];
-        match problem {
-            None => lines.insert(0, "result:ok".into()),
-            Some(p) => {
-                lines.insert(0, "result:damaged".into());
-                lines.push(format!("problem:{p}"));
-            }
+        if let Some(p) = problem {
+            lines.push(format!("problem:{p}"));
         }
-        lines.join("\r\n") + "\r\n"
-    });
-    match report {
-        Some(text) => ctx.reply_text(&text),
-        None => ctx.reply_error("ERR redis-nvm is not initialised"),
-    }
+        lines
+    })
 }
 
 pub fn nvm_repair(ctx: Ctx) {

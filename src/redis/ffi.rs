@@ -308,6 +308,21 @@ impl Drop for OwnedString {
     }
 }
 
+/// Copies a command's arguments (argv[0] is the command name).
+pub fn args(argv: *mut *mut RedisModuleString, argc: c_int) -> Vec<Vec<u8>> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|i| {
+            // SAFETY: the server passes argc live strings in argv for the call's duration.
+            let s = unsafe { *argv.add(i) };
+            string_bytes(s).to_vec()
+        })
+        .collect()
+}
+
 /// Borrows the bytes of a server string for the duration of the callback.
 pub fn string_bytes<'a>(s: *const RedisModuleString) -> &'a [u8] {
     let Some(ptr_len) = api!(RedisModule_StringPtrLen) else {

@@ -14,6 +14,7 @@ mod commands;
 pub mod config;
 mod ffi;
 pub mod hints;
+mod replayer;
 mod restore;
 mod startup;
 mod state;
@@ -120,6 +121,38 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
             return ERR;
         }
     };
+    let opened = std::time::Instant::now();
+    let keyspace = match pool.open_keyspace() {
+        Ok(k) => k,
+        Err(e) => {
+            ctx.log(
+                "warning",
+                &format!("redis-nvm: cannot open the pool's key space: {e} (inspect it with `nvm-tool check`)"),
+            );
+            return ERR;
+        }
+    };
+    let replayer = match crate::replay::Replayer::new(keyspace, pool.log().new_reader()) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.log("warning", &format!("redis-nvm: cannot open the pool's key space: {e}"));
+            return ERR;
+        }
+    };
+    replayer::publish_keyspace(&replayer);
+    replayer::publish_durable(pool.log().committed_end());
+    ctx.log(
+        "notice",
+        &format!(
+            "redis-nvm: key space opened in {} ms: {} keys, {} heap bytes used; journal: {:?}",
+            opened.elapsed().as_millis(),
+            replayer::PUBLISHED.keys.load(Ordering::Relaxed),
+            replayer::PUBLISHED.heap_used.load(Ordering::Relaxed),
+            pool.info().journal,
+        ),
+    );
+    *replayer::REPLAYER.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(std::sync::Arc::new(std::sync::Mutex::new(replayer)));
     let server = match ffi::server_version() {
         Some((a, b, c)) => format!("{a}.{b}.{c}"),
         None => "unknown".into(),
@@ -355,7 +388,18 @@ macro_rules! command_callback {
 
 command_callback!(cmd_info, "NVM.INFO", commands::nvm_info);
 command_callback!(cmd_help, "NVM.HELP", commands::nvm_help);
-command_callback!(cmd_check, "NVM.CHECK", commands::nvm_check);
+unsafe extern "C" fn cmd_check(
+    ctx: *mut RedisModuleCtx,
+    argv: *mut *mut RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    let args = ffi::args(argv, argc);
+    guarded(Some(ctx), "NVM.CHECK", OK, || {
+        commands::nvm_check(ctx, args.get(1..).unwrap_or(&[]));
+        OK
+    })
+}
 command_callback!(cmd_repair, "NVM.REPAIR", commands::nvm_repair);
 command_callback!(cmd_refused, "refusal", commands::nvm_refused);
 
@@ -407,7 +451,10 @@ fn is_write(f: &Filter, name: &[u8]) -> bool {
     if is(SCRIPTS) {
         return false;
     }
-    is(KEYLESS_WRITES) || f.writes_a_key()
+    // Redis 7.0 reports key flags only for commands with their own key-finding
+    // procedure (SET has one, HSET does not), so the command table's `write` flag,
+    // read at start-up, decides first.
+    is(KEYLESS_WRITES) || startup::is_write_command(name, f.len().gt(&1).then(|| f.arg(1))) || f.writes_a_key()
 }
 
 /// XACK, XCLAIM, XAUTOCLAIM and XREADGROUP change consumer groups without any keyspace
@@ -464,6 +511,13 @@ unsafe extern "C" fn on_server_event(
                 if EVERYSEC.load(Ordering::Relaxed) {
                     with_module(|m| m.sync_if_due(false));
                 }
+                // The log learns what the replayer folded (its space is free again), and a
+                // full backlog re-opens as soon as the replayer has caught up.
+                if state::ADMIT.load(Ordering::Relaxed) {
+                    with_module(|m| m.pool.log_mut().advance_head(replayer::applied()));
+                } else {
+                    with_module(|m| m.update_admission());
+                }
             }
         }
         raw::REDISMODULE_EVENT_FLUSHDB if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
@@ -483,6 +537,7 @@ unsafe extern "C" fn on_server_event(
         }
         raw::REDISMODULE_EVENT_SHUTDOWN => {
             with_module(|m| m.sync_if_due(true));
+            replayer::stop();
         }
         raw::REDISMODULE_EVENT_SWAPDB => {
             if !CAPTURING.load(Ordering::Relaxed) {

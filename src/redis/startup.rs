@@ -22,15 +22,65 @@ use super::ffi::{Ctx, Reply};
 use super::restore;
 use super::state::{with_module, Refusal, CAPTURING};
 use crate::effect::decode;
-use crate::log::{Cursor, LogError};
+use super::replayer;
+use crate::effect::{Effect, Value};
+use crate::keyspace::{StoredEntry, StoredValue};
+use crate::log::LogError;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// Lower-case names of the server's write commands (`container|sub` for subcommands),
+/// from `COMMAND` at start-up.
+static WRITE_COMMANDS: once_cell::sync::Lazy<std::sync::RwLock<std::collections::HashSet<Vec<u8>>>> =
+    once_cell::sync::Lazy::new(Default::default);
+
+/// Whether `name` (with its first argument, for container commands) is a write command.
+pub fn is_write_command(name: &[u8], first_arg: Option<&[u8]>) -> bool {
+    let set = WRITE_COMMANDS.read().unwrap_or_else(|p| p.into_inner());
+    let lower = name.to_ascii_lowercase();
+    if set.contains(&lower) {
+        return true;
+    }
+    match first_arg {
+        Some(sub) => {
+            let mut full = lower;
+            full.push(b'|');
+            full.extend(sub.to_ascii_lowercase());
+            set.contains(&full)
+        }
+        None => false,
+    }
+}
+
+fn load_write_commands(ctx: Ctx) {
+    fn visit(entries: &[Reply], out: &mut std::collections::HashSet<Vec<u8>>) {
+        for e in entries {
+            let Reply::Array(parts) = e else { continue };
+            let (Some(name), Some(Reply::Array(flags))) = (parts.first().and_then(Reply::as_bytes), parts.get(2)) else {
+                continue;
+            };
+            if flags.iter().any(|f| f.as_bytes() == Some(b"write")) {
+                out.insert(name.to_ascii_lowercase());
+            }
+            if let Some(Reply::Array(subs)) = parts.get(9) {
+                visit(subs, out);
+            }
+        }
+    }
+    if let Reply::Array(entries) = ctx.call("COMMAND", &[]) {
+        let mut set = WRITE_COMMANDS.write().unwrap_or_else(|p| p.into_inner());
+        visit(&entries, &mut set);
+    }
+}
+
 pub fn run(ctx: Ctx) {
     let started = Instant::now();
-    let Some(has_records) = with_module(|m| m.pool.log().record_count() > 0) else {
+    load_write_commands(ctx);
+    let Some(log_records) = with_module(|m| m.pool.log().record_count()) else {
         return;
     };
+    let keyspace_keys = replayer::PUBLISHED.keys.load(Ordering::Relaxed);
+    let has_records = log_records > 0 || keyspace_keys > 0;
     let databases = ctx.database_count();
     announce_policy(ctx);
     let server_keys = count_keys(ctx, databases);
@@ -52,7 +102,17 @@ pub fn run(ctx: Ctx) {
         with_module(|m| m.stats.discarded_server_keys = server_keys);
     }
 
-    let (replayed, replay_errors, damage) = replay(ctx);
+    let (loaded, load_errors) = load_keyspace(ctx);
+    let (replayed, mut replay_errors, damage) = replay(ctx);
+    replay_errors += load_errors;
+    if let Some(r) = replayer::shared() {
+        if let Err(e) = replayer::start(r) {
+            ctx.log(
+                "warning",
+                &format!("redis-nvm: cannot start the replayer thread ({e}); the log will fill and writes will be refused"),
+            );
+        }
+    }
 
     let mut imported = 0;
     if !has_records && server_keys > 0 {
@@ -63,9 +123,10 @@ pub fn run(ctx: Ctx) {
         );
     }
 
-    if replayed > 0 || server_keys > 0 {
-        // Restoring went through server calls: clients must not see them in the stats of
-        // a server that, to them, has just started. (The reset itself stays counted once.)
+    {
+        // Start-up went through server calls (COMMAND, restoring): clients must not see
+        // them in the stats of a server that, to them, has just started. (The reset
+        // itself stays counted once.)
         ctx.call("SLOWLOG", &[b"RESET"]);
         ctx.call("CONFIG", &[b"RESETSTAT"]);
     }
@@ -83,8 +144,9 @@ pub fn run(ctx: Ctx) {
             Some(why) => m.refuse(Refusal::Corrupt(why.clone())),
             None => m.update_admission(),
         }
+        m.stats.loaded_keys = loaded;
         format!(
-            "redis-nvm: restored {replayed} records (last lsn {}) from {} in {elapsed_ms} ms; mode {}; {}",
+            "redis-nvm: loaded {loaded} keys from the key space and replayed {replayed} log records (last lsn {}) from {} in {elapsed_ms} ms; mode {}; {}",
             m.pool.log().last_lsn(),
             m.pool.info().path.display(),
             m.pool.info().mode,
@@ -119,7 +181,9 @@ pub fn run(ctx: Ctx) {
 fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
     let mut applied = 0u64;
     let mut failed = 0u64;
-    let mut cursor = Cursor::START;
+    let Some(mut cursor) = with_module(|m| m.pool.log().head()) else {
+        return (0, 0, None);
+    };
     loop {
         // Read a bounded chunk under the lock, apply it without the lock (server calls can
         // fire callbacks that take it), so memory stays bounded whatever the log's size.
@@ -232,8 +296,7 @@ fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
             ctx.yield_to_clients(RESTORING);
             for key in keys.iter().filter_map(Reply::as_bytes) {
                 if let Some(effect) = whole_value(ctx, key) {
-                    let ok = with_module(|m| m.append(db as u8, &effect).is_ok()).unwrap_or(false);
-                    imported += u64::from(ok);
+                    imported += u64::from(append_when_room(db as u8, &effect));
                 }
             }
             if next.as_slice() == b"0" {
@@ -244,6 +307,109 @@ fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
     }
     ctx.select_db(0);
     imported
+}
+
+/// Appends an imported value once the replayer has made room for it in the log (an
+/// import can be many times the log's size).
+fn append_when_room(db: u8, effect: &Effect) -> bool {
+    let mut payload = Vec::new();
+    crate::effect::encode(effect, &mut payload);
+    let need = crate::log::record_len(payload.len() as u64);
+    loop {
+        let room = with_module(|m| {
+            m.pool.log_mut().advance_head(replayer::applied());
+            let log = m.pool.log();
+            if need + super::state::reserve_for(log.capacity()) > log.capacity() {
+                return None;
+            }
+            Some(log.free_bytes() >= need + super::state::reserve_for(log.capacity()))
+        })
+        .flatten();
+        match room {
+            None => return false,
+            Some(true) => break,
+            Some(false) => {
+                if replayer::stall_reason().is_some() {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+    with_module(|m| m.append(db, effect).is_ok()).unwrap_or(false)
+}
+
+/// Loads every key of the key space into the server; returns (keys, failures).
+fn load_keyspace(ctx: Ctx) -> (u64, u64) {
+    let Some(shared) = replayer::shared() else {
+        return (0, 0);
+    };
+    let r = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut loaded = 0u64;
+    let mut failed = 0u64;
+    let result = r.keyspace().visit(|db, key, entry| {
+        if loaded.is_multiple_of(YIELD_EVERY) {
+            with_module(|m| m.stats.loaded_keys = loaded);
+            ctx.yield_to_clients(RESTORING);
+        }
+        for effect in effects_of(key, entry) {
+            if let Err(e) = restore::apply(ctx, db, &effect) {
+                failed += 1;
+                if failed <= 10 {
+                    ctx.log(
+                        "warning",
+                        &format!("redis-nvm: loading key {:?} of db {db}: {e}", String::from_utf8_lossy(key)),
+                    );
+                }
+            }
+        }
+        loaded += 1;
+        Ok(())
+    });
+    if let Err(e) = result {
+        ctx.log(
+            "warning",
+            &format!("redis-nvm: the key space could not be read completely: {e} (see NVM.CHECK)"),
+        );
+        failed += 1;
+    }
+    (loaded, failed)
+}
+
+/// The effects that recreate a stored key in the server.
+fn effects_of(key: &[u8], entry: StoredEntry) -> Vec<Effect> {
+    let key = key.to_vec();
+    let put = |value| Effect::Put {
+        key: key.clone(),
+        value,
+        expire_at_ms: entry.expire_at_ms,
+    };
+    match entry.value {
+        StoredValue::String(s) => vec![put(Value::String(s))],
+        StoredValue::List(l) => vec![put(Value::List(l))],
+        StoredValue::Hash(h) => vec![put(Value::Hash(h))],
+        StoredValue::Set(v) => vec![put(Value::Set(v))],
+        StoredValue::Zset(z) => vec![put(Value::Zset(z))],
+        StoredValue::Stream { dump, ops } => {
+            let mut out = Vec::with_capacity(ops.len() + 2);
+            if let Some(d) = dump {
+                out.push(put(Value::StreamDump(d)));
+            }
+            out.extend(ops);
+            if dump_less_expiry(&out, entry.expire_at_ms) {
+                out.push(Effect::ExpireAt {
+                    key: key.clone(),
+                    at_ms: entry.expire_at_ms,
+                });
+            }
+            out
+        }
+    }
+}
+
+/// A stream rebuilt from its effects alone still needs its expiry.
+fn dump_less_expiry(effects: &[Effect], expire_at_ms: i64) -> bool {
+    expire_at_ms >= 0 && !matches!(effects.first(), Some(Effect::Put { .. }))
 }
 
 /// Says at load how the module coexists with RDB/AOF (read without command calls).

@@ -55,6 +55,7 @@ pub struct Stats {
     pub whole_value_effects: u64,
     pub field_effects: u64,
     pub replayed_records: u64,
+    pub loaded_keys: u64,
     pub replay_errors: u64,
     pub recovery_ms: u64,
     pub discarded_server_keys: u64,
@@ -119,6 +120,9 @@ impl Module {
         };
         match result {
             Ok(_) => {
+                if self.settings.durability == Durability::Always {
+                    super::replayer::publish_durable(self.pool.log().committed_end());
+                }
                 self.stats.appended_records += 1;
                 self.stats.appended_bytes += bytes;
                 self.update_admission();
@@ -148,8 +152,9 @@ impl Module {
             return;
         }
         self.last_sync = std::time::Instant::now();
-        if let Err(e) = self.pool.log_mut().sync() {
-            self.refuse(Refusal::Poisoned(e.to_string()));
+        match self.pool.log_mut().sync() {
+            Ok(()) => super::replayer::publish_durable(self.pool.log().committed_end()),
+            Err(e) => self.refuse(Refusal::Poisoned(e.to_string())),
         }
     }
 
@@ -166,6 +171,8 @@ impl Module {
             }
             _ => {}
         }
+        // The key space has folded up to here: that log space is free again.
+        self.pool.log_mut().advance_head(super::replayer::applied());
         let log = self.pool.log();
         let reserve = reserve_for(log.capacity());
         let free = log.free_bytes();
@@ -186,11 +193,17 @@ impl Module {
         let path = self.pool.info().path.display().to_string();
         match &self.refusal {
             None => "NVMREFUSED write refused by redis-nvm".into(),
-            Some(Refusal::Full { free, reserve }) => format!(
-                "NVMFULL the NVM pool {path} has {free} bytes of log left (below its reserve of {reserve}); \
-                 the write was not executed. Reads still work. To grow it: SAVE, then restart with the pool file \
-                 moved aside and a larger nvm.size (a new pool imports dump.rdb)"
-            ),
+            Some(Refusal::Full { free, reserve }) => match super::replayer::stall_reason() {
+                Some(why) => format!(
+                    "NVMFULL the NVM pool {path} cannot take writes: its key space stopped folding the log ({why}); \
+                     the write was not executed. Reads still work. To grow it: SAVE, then restart with the pool file \
+                     moved aside and a larger nvm.size (a new pool imports dump.rdb)"
+                ),
+                None => format!(
+                    "NVMFULL the log backlog of the NVM pool {path} is full ({free} bytes free, reserve {reserve}): \
+                     the replayer is behind; the write was not executed. Retry shortly (see NVM.INFO replay_*)"
+                ),
+            },
             Some(Refusal::Poisoned(why)) => format!(
                 "NVMPOISONED writes to the NVM pool {path} failed ({why}); the write was not executed. \
                  Reads still work; check the device and restart the server"
