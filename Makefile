@@ -32,8 +32,10 @@ test: build ## every test (unit, core, real servers), then cargo fmt --check and
 run: build ## start SERVER on PORT in the foreground with the module (pool: ./data/redis.nvm)
 	@bash scripts/run.sh
 
-bench: build ## python3 bench/bench.py BENCH_ARGS: SET throughput vs stock persistence
+bench: build ## SET throughput vs stock persistence, replayer throughput, restart time
 	python3 bench/bench.py $(BENCH_ARGS)
+	$(CARGO) test --release --test core_bench replay_throughput -- --ignored --nocapture
+	N=2000000 bash bench/restart.sh
 
 fmt: ## cargo fmt
 	$(CARGO) fmt

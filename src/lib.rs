@@ -15,5 +15,5 @@ pub mod keyspace;
 pub mod log;
 pub mod pmem;
 pub mod pool;
-pub mod replay;
 pub mod redis;
+pub mod replay;

@@ -1,14 +1,18 @@
 //! Crash consistency of the log (invariant 2): a seeded workload is cut at every
 //! flush/fence event, with and without torn 8-byte words, and recovery must yield exactly
 //! the acknowledged batches, plus possibly the one in flight (all of it or none), and
-//! stay consistent across further appends and reopens. Plus property tests of the codec.
+//! stay consistent across further appends and reopens. The sweep runs on a fresh log and
+//! on a ring log whose head sits just before the end of its region (so batches are
+//! written, flushed and recovered across the wrap). Plus property tests of the codec.
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use redis_nvm::effect::{encode, Effect, Value, NO_EXPIRE};
 use redis_nvm::log::{decode_record, encode_record, record_len, LogState, RecordRef, HEADER_LEN};
 use redis_nvm::pmem::CrashSim;
 use redis_nvm::pool::{Pool, MIN_POOL_SIZE};
+use redis_nvm::replay::Replayer;
 
 type Rec = (u8, u8, Vec<u8>);
 
@@ -62,24 +66,78 @@ fn recovered(image: Vec<u8>) -> (Pool, Vec<Rec>) {
     (pool, recs)
 }
 
-fn crash_sweep(seed: u64, torn: bool) {
+/// A freshly formatted pool (default log size).
+fn fresh_image() -> Vec<u8> {
+    let sim = CrashSim::new(MIN_POOL_SIZE);
+    drop(Pool::from_media(Box::new(sim.clone()), true).unwrap());
+    sim.durable_image()
+}
+
+/// Ring log of the wrapped sweep: small enough to wrap, big enough for a whole run.
+const RING: u64 = 64 << 10;
+
+/// A pool with a `RING`-byte log that has been filled with effects up to `RING - room`
+/// bytes and folded into the key space: its head (and tail) sit `room` bytes before the
+/// end of the log region, so the next appends run across the wrap.
+fn folded_image(room: u64) -> Vec<u8> {
+    let sim = CrashSim::new(MIN_POOL_SIZE);
+    let mut pool = Pool::from_media_with_log(Box::new(sim.clone()), true, RING).unwrap();
+    assert_eq!(pool.log().capacity(), RING);
+    let ks = pool.open_keyspace().unwrap();
+    let mut r = Replayer::new(ks, pool.log().new_reader()).unwrap();
+    let mut p = Vec::new();
+    for i in 0u64.. {
+        let e = Effect::Put {
+            key: format!("fill:{}", i % 8).into_bytes(),
+            value: Value::String(vec![b'x'; 8 * (i % 4) as usize]),
+            expire_at_ms: NO_EXPIRE,
+        };
+        p.clear();
+        let kind = encode(&e, &mut p);
+        if pool.log().used_bytes() + record_len(p.len() as u64) > RING - room {
+            break;
+        }
+        let rec = RecordRef {
+            kind,
+            db: 0,
+            payload: &p,
+        };
+        pool.log_mut().append(&[rec]).unwrap();
+    }
+    r.drain(pool.log().committed_end()).unwrap();
+    pool.log_mut().advance_head(r.applied());
+    assert_eq!(pool.log().record_count(), 0);
+    let head = pool.log().head().pos;
+    assert!(
+        head > RING - room - 64 && head <= RING - room,
+        "head at {head}"
+    );
+    sim.durable_image()
+}
+
+/// Cuts a run of `batches` (on a pool opened from `start`) at every flush/fence event;
+/// `wraps` says whether the run crosses the ring's end (one batch then flushes two
+/// pieces: one event more).
+fn crash_sweep(seed: u64, torn: bool, start: &[u8], wraps: bool) {
     let batches = workload(seed, APPENDS);
     let extra = workload(seed ^ 0xdead_beef, 3);
-    // A freshly formatted pool: the starting point of every run.
-    let fresh = {
-        let sim = CrashSim::new(MIN_POOL_SIZE);
-        drop(Pool::from_media(Box::new(sim.clone()), true).unwrap());
-        sim.durable_image()
-    };
-    let total_events = {
-        let sim = CrashSim::from_image(fresh.clone());
+    let (total_events, head, end, capacity) = {
+        let sim = CrashSim::from_image(start.to_vec());
         let mut pool = Pool::from_media(Box::new(sim.clone()), false).unwrap();
         assert_eq!(run(&mut pool, &batches), APPENDS);
-        sim.events()
+        let log = pool.log();
+        (
+            sim.events(),
+            log.head(),
+            log.committed_end(),
+            log.capacity(),
+        )
     };
-    assert_eq!(total_events, 4 * APPENDS as u64);
+    let crossed = head.pos / capacity != (end.pos - 1) / capacity;
+    assert_eq!(crossed, wraps, "seed {seed}: head {head:?} end {end:?}");
+    assert_eq!(total_events, 4 * APPENDS as u64 + u64::from(crossed));
     for n in 0..=total_events {
-        let mut sim = CrashSim::from_image(fresh.clone()).with_crash_at(n);
+        let mut sim = CrashSim::from_image(start.to_vec()).with_crash_at(n);
         if torn {
             sim = sim.with_torn_words(seed.wrapping_mul(1000).wrapping_add(n));
         }
@@ -98,7 +156,12 @@ fn crash_sweep(seed: u64, torn: bool) {
             got.len(),
             acked_recs.len()
         );
-        assert_eq!(pool.log().last_lsn(), got.len() as u64, "{ctx}");
+        assert_eq!(pool.log().head(), head, "{ctx}");
+        assert_eq!(
+            pool.log().last_lsn(),
+            head.lsn - 1 + got.len() as u64,
+            "{ctx}"
+        );
 
         // Life goes on after recovery: append more, reopen, all still there.
         drop(pool);
@@ -117,15 +180,28 @@ fn crash_sweep(seed: u64, torn: bool) {
 
 #[test]
 fn every_crash_point_recovers_acknowledged_prefix() {
+    let fresh = fresh_image();
     for seed in 1..=5 {
-        crash_sweep(seed, false);
+        crash_sweep(seed, false, &fresh, false);
     }
 }
 
 #[test]
 fn every_crash_point_with_torn_words_recovers_acknowledged_prefix() {
+    let fresh = fresh_image();
     for seed in 11..=15 {
-        crash_sweep(seed, true);
+        crash_sweep(seed, true, &fresh, false);
+    }
+}
+
+#[test]
+fn every_crash_point_across_the_ring_end_recovers_acknowledged_prefix() {
+    // The head 1000..3000 bytes before the end, so the wrap falls at a different place
+    // of a different batch in each run.
+    for (seed, room) in [(21, 1000), (22, 1500), (23, 2024), (24, 2500), (25, 3000)] {
+        let start = folded_image(room);
+        crash_sweep(seed, false, &start, true);
+        crash_sweep(seed + 10, true, &start, true);
     }
 }
 

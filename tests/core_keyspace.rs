@@ -49,7 +49,11 @@ fn step(pool: &mut Pool, r: &mut Replayer) -> Result<u64, ReplayError> {
 fn state_of(pool: &Pool) -> Dataset {
     let mut ks = pool.open_keyspace().expect("key space opens");
     let report = ks.check(true).expect("walks");
-    assert!(report.problems.is_empty(), "key space problems: {:?}", report.problems);
+    assert!(
+        report.problems.is_empty(),
+        "key space problems: {:?}",
+        report.problems
+    );
     let mut ds = ks.to_dataset().expect("key space reads");
     for r in pool.log().records() {
         let r = r.expect("valid record");
@@ -65,7 +69,10 @@ fn assert_no_leak(ks: &mut KeySpace) {
     let used = ks.heap_stats().used;
     let report = ks.check(true).expect("walks");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(used, report.bytes_reachable, "heap accounting differs from reachable bytes");
+    assert_eq!(
+        used, report.bytes_reachable,
+        "heap accounting differs from reachable bytes"
+    );
 }
 
 /// Runs the workload: appends every effect (folding when the log is full, and every
@@ -121,7 +128,11 @@ fn folding_random_effects_matches_the_model() {
         let mut ks = r.into_keyspace();
         assert_no_leak(&mut ks);
         let got = ks.to_dataset().expect("reads");
-        assert_eq!(got, model_after(&[effects.clone()]), "seed {seed}");
+        assert_eq!(
+            got,
+            model_after(std::slice::from_ref(&effects)),
+            "seed {seed}"
+        );
     }
 }
 

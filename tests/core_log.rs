@@ -1,15 +1,33 @@
-//! Log and pool behaviour on damaged, full, truncated and locked pools, plus the real
-//! mapped-file modes available on this machine (emulate, msync; dax must be refused).
+//! Log and pool behaviour on damaged, full, truncated and locked pools, the ring log
+//! wrapping while the replayer folds it, plus the real mapped-file modes available on
+//! this machine (emulate, msync; dax must be refused).
 
+use redis_nvm::effect::{decode, encode, Effect, Value, NO_EXPIRE};
+use redis_nvm::keyspace::StoredValue;
 use redis_nvm::log::{
-    decode_record, encode_header, encode_record, record_len, LogError, LogState, Record, RecordRef,
-    HEADER_LEN, MAX_PAYLOAD,
+    decode_record, encode_header, encode_record, record_len, Cursor, LogError, LogState, Record,
+    RecordRef, HEADER_LEN, MAX_PAYLOAD,
 };
 use redis_nvm::pmem::{CrashSim, Media, MediaError, MediaMode, RequestedMode};
-use redis_nvm::pool::{Pool, PoolError, PoolOptions, LOG_OFFSET, LOG_TAIL_OFFSET, MIN_POOL_SIZE};
+use redis_nvm::pool::{
+    Pool, PoolError, PoolOptions, Superblock, DEFAULT_LOG_SIZE, FIXED_LEN, FORMAT_VERSION,
+    LOG_TAIL_OFFSET, MIN_POOL_SIZE,
+};
+use redis_nvm::replay::Replayer;
 use std::path::Path;
 
 const POOL: u64 = MIN_POOL_SIZE;
+
+/// The layout of a pool of `POOL` bytes with the default log size (what `from_media`
+/// and `open_or_create` make here).
+fn layout() -> Superblock {
+    Superblock::new(POOL, DEFAULT_LOG_SIZE, [0; 16], 0).unwrap()
+}
+
+/// Pool offset of the ring log of such a pool.
+fn log_offset() -> u64 {
+    layout().log_offset
+}
 
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
@@ -52,7 +70,7 @@ fn corruption(pool: &Pool) -> redis_nvm::log::Corruption {
 
 /// Pool offset of the header of record `lsn` in an image made by `image_with`.
 fn offset_of(lsn: u64) -> u64 {
-    LOG_OFFSET + (1..lsn).map(|i| record_len(10 * i + 3)).sum::<u64>()
+    log_offset() + (1..lsn).map(|i| record_len(10 * i + 3)).sum::<u64>()
 }
 
 #[test]
@@ -103,8 +121,13 @@ fn records_read_back_in_order() {
     }
     let used: u64 = (1..=20).map(|i| record_len(10 * i + 3)).sum();
     assert_eq!(pool.log().used_bytes(), used);
-    assert_eq!(pool.log().capacity(), POOL - LOG_OFFSET);
-    assert_eq!(pool.log().free_bytes(), POOL - LOG_OFFSET - used);
+    assert_eq!(pool.log().log_offset(), pool.superblock().log_offset);
+    assert_eq!(pool.log().log_offset(), log_offset());
+    assert_eq!(pool.log().capacity(), layout().log_capacity);
+    assert_eq!(pool.log().free_bytes(), layout().log_capacity - used);
+    // Nothing folded yet: the head is where the log started.
+    assert_eq!(pool.log().head(), Cursor::START);
+    assert_eq!(pool.log().committed_end(), Cursor { pos: used, lsn: 21 });
 }
 
 fn assert_corrupt_at(image: Vec<u8>, lsn: u64, reason: &str) {
@@ -191,7 +214,7 @@ fn commit_word_out_of_range_detected_and_repairable() {
     assert_eq!(ok_records(&pool).len(), 5);
     pool.log_mut().repair_truncate().unwrap();
     assert_eq!(pool.log().state(), &LogState::Writable);
-    assert_eq!(pool.log().used_bytes(), offset_of(6) - LOG_OFFSET);
+    assert_eq!(pool.log().used_bytes(), offset_of(6) - log_offset());
 }
 
 #[test]
@@ -211,8 +234,10 @@ fn full_is_refused_with_nothing_written() {
             Err(e) => break e,
         }
     };
-    assert_eq!(appended, 10);
+    let pair = 2 * record_len(100_000);
+    assert_eq!(appended, 2 * (pool.log().capacity() / pair));
     let free = pool.log().free_bytes();
+    assert!(free < pair, "{free}");
     match err {
         LogError::Full { needed, free: f } => {
             assert_eq!(needed, 2 * record_len(100_000));
@@ -235,13 +260,14 @@ fn full_is_refused_with_nothing_written() {
         db: 0,
         payload: b"still fits",
     };
-    assert_eq!(pool.log_mut().append(&[small]).unwrap(), 11);
+    assert_eq!(pool.log_mut().append(&[small]).unwrap(), appended + 1);
 }
 
 #[test]
 fn too_large_is_refused() {
     let sim = CrashSim::new(POOL);
     let mut pool = Pool::from_media(Box::new(sim.clone()), true).unwrap();
+    let formatted = sim.events();
     // calloc'd and never touched, so this costs no real memory.
     let huge = vec![0u8; MAX_PAYLOAD as usize + 1];
     let err = pool
@@ -256,7 +282,7 @@ fn too_large_is_refused() {
         matches!(err, LogError::TooLarge(n) if n == MAX_PAYLOAD + 1),
         "{err}"
     );
-    assert_eq!(sim.events(), 3); // only the format's flushes and fence
+    assert_eq!(sim.events(), formatted, "nothing flushed or fenced");
     assert_eq!(pool.log().state(), &LogState::Writable);
 }
 
@@ -316,6 +342,7 @@ fn opts(path: &Path, mode: RequestedMode) -> PoolOptions {
     PoolOptions {
         path: path.to_path_buf(),
         size: POOL,
+        log_size: DEFAULT_LOG_SIZE,
         mode,
         emulate_flush_delay_ns: 0,
     }
@@ -445,8 +472,10 @@ fn readonly_pool_refuses_appends() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
+/// A pool file cut short (a bad copy, a full disk) is refused at open, by every kind of
+/// open, with one line naming the file and both sizes; nothing is written to it.
 #[test]
-fn truncated_file_reported_as_corruption() {
+fn truncated_file_is_refused_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pool.nvm");
     let offsets = {
@@ -467,35 +496,52 @@ fn truncated_file_reported_as_corruption() {
             .collect::<Vec<_>>()
     };
     assert_eq!(offsets.len(), 100);
-    // Cut inside record 60.
-    let cut = offsets[59] + 100;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(cut)
+    // Cut inside record 60, then just one byte short of the end: both are refused.
+    for cut in [offsets[59] + 100, POOL - 1] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let errs = [
+            Pool::open_or_create(&opts(&path, RequestedMode::Emulate))
+                .err()
+                .expect("a truncated pool must not open"),
+            Pool::open_readonly(&path)
+                .err()
+                .expect("a truncated pool must not open read-only"),
+        ];
+        for err in errs {
+            assert!(
+                matches!(&err, PoolError::Truncated { path: p, file_len, need }
+                    if p == &path && *file_len == cut && *need == POOL),
+                "{err}"
+            );
+            let line = err.to_string();
+            assert_eq!(line.lines().count(), 1, "{line}");
+            assert!(line.contains("pool.nvm"), "{line}");
+            assert!(line.contains(&cut.to_string()), "{line}");
+            assert!(line.contains(&POOL.to_string()), "{line}");
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "a refused open neither regrows nor repairs the file"
+        );
+    }
+    // The same for caller-supplied media.
+    let mut image = image_with(3);
+    image.truncate(POOL as usize - 4096);
+    let err = Pool::from_media(Box::new(CrashSim::from_image(image)), false)
+        .err()
         .unwrap();
-    let mut pool = Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
-    assert_eq!(pool.info().size, POOL, "the superblock's size is kept");
-    let c = corruption(&pool);
-    assert_eq!(c.offset, offsets[59], "{c}");
-    assert_eq!(c.lsn, 60);
-    assert!(c.reason.contains("truncated"), "{c}");
-    assert_eq!(ok_records(&pool).len(), 59);
-    // After repair the log is usable within what the file still holds.
-    pool.log_mut().repair_truncate().unwrap();
-    assert!(pool.log().capacity() <= cut - LOG_OFFSET);
-    pool.log_mut()
-        .append(&[RecordRef {
-            kind: 2,
-            db: 0,
-            payload: b"ok",
-        }])
-        .unwrap();
-    drop(pool);
-    let pool = Pool::open_or_create(&opts(&path, RequestedMode::Emulate)).unwrap();
-    assert_eq!(pool.log().state(), &LogState::Writable);
-    assert_eq!(pool.log().last_lsn(), 60);
+    assert!(
+        matches!(err, PoolError::Truncated { file_len, need: POOL, .. } if file_len == POOL - 4096),
+        "{err}"
+    );
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
 }
 
 #[test]
@@ -507,9 +553,18 @@ fn file_shorter_than_a_header_is_an_error() {
         .err()
         .unwrap();
     assert!(
-        matches!(err, PoolError::Truncated { file_len: 100, .. }),
+        matches!(
+            err,
+            PoolError::Truncated {
+                file_len: 100,
+                need: FIXED_LEN,
+                ..
+            }
+        ),
         "{err}"
     );
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    assert!(err.to_string().contains("pool.nvm"), "{err}");
 }
 
 #[test]
@@ -527,12 +582,18 @@ fn damaged_superblocks_are_refused() {
     let mut bad = good.clone();
     bad[0] = b'X';
     assert!(matches!(open(&bad), PoolError::BadMagic { .. }));
-    let mut bad = good.clone();
-    bad[8] = 2;
-    assert!(matches!(
-        open(&bad),
-        PoolError::UnsupportedVersion { version: 2, .. }
-    ));
+    // A version this build does not know, and the old version 1 (no key space).
+    for version in [FORMAT_VERSION + 1, 1] {
+        let mut bad = good.clone();
+        bad[8..12].copy_from_slice(&version.to_le_bytes());
+        let err = open(&bad);
+        assert!(
+            matches!(&err, PoolError::UnsupportedVersion { version: v, .. } if *v == version),
+            "{err}"
+        );
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        assert!(err.to_string().contains("pool.nvm"), "{err}");
+    }
     let mut bad = good.clone();
     bad[20] ^= 1; // inside the uuid
     let err = open(&bad);
@@ -548,11 +609,19 @@ fn existing_pool_keeps_its_size_and_identity() {
         .unwrap()
         .info()
         .clone();
+    let capacity = layout().log_capacity;
     let mut o = opts(&path, RequestedMode::Emulate);
     o.size = 4 * POOL;
+    o.log_size = 64 << 10;
     let pool = Pool::open_or_create(&o).unwrap();
     assert!(!pool.info().created);
     assert_eq!(pool.info().size, POOL);
+    assert_eq!(
+        pool.log().capacity(),
+        capacity,
+        "the log keeps its size too"
+    );
+    assert_eq!(pool.superblock().log_offset, layout().log_offset);
     assert_eq!(pool.info().uuid, first.uuid);
     assert_eq!(pool.info().created_unix_ms, first.created_unix_ms);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), POOL);
@@ -594,4 +663,164 @@ fn media_bounds_are_checked() {
         sim.store_u64_atomic(12, 1),
         Err(MediaError::Unsupported(_))
     ));
+}
+
+/// The effect logged as record `i` by the ring test: puts over 150 (db, key) pairs, with
+/// values of varying length so that records (and headers) land across the ring's end.
+fn ring_put(i: u64) -> (u8, Effect) {
+    let db = (i % 3) as u8;
+    let e = Effect::Put {
+        key: format!("key:{}", i % 50).into_bytes(),
+        value: Value::String(payload(i, (i * 7 % 131) as usize)),
+        expire_at_ms: NO_EXPIRE,
+    };
+    (db, e)
+}
+
+/// Reads the live records back: consecutive lsns from the head to the last lsn, each the
+/// effect logged under its lsn, packed back to back from the head (modulo the ring).
+/// Returns how many of them straddle the ring's end.
+fn check_live(pool: &Pool) -> u64 {
+    let log = pool.log();
+    let (start, capacity) = (log.log_offset(), log.capacity());
+    let mut pos = log.head().pos;
+    let mut lsn = log.head().lsn;
+    let mut straddling = 0;
+    for r in log.records() {
+        let r = r.expect("live records are valid");
+        assert_eq!(r.lsn, lsn);
+        assert_eq!(r.offset, start + pos % capacity, "lsn {lsn}");
+        let (db, e) = ring_put(lsn);
+        assert_eq!(r.db, db);
+        assert_eq!(decode(r.kind, &r.payload).expect("decodes"), e, "lsn {lsn}");
+        let len = record_len(r.payload.len() as u64);
+        if pos % capacity + len > capacity {
+            straddling += 1;
+        }
+        pos += len;
+        lsn += 1;
+    }
+    assert_eq!(lsn - 1, log.last_lsn());
+    assert_eq!(lsn - log.head().lsn, log.record_count());
+    assert_eq!(pos - log.head().pos, log.used_bytes());
+    assert_eq!(pos, log.committed_end().pos);
+    straddling
+}
+
+/// A 4 KiB ring takes about a hundred times its capacity while the replayer folds it
+/// (half the live records per step, so the head stops anywhere in the ring): every
+/// record reads back across the wrap with its lsn, before and after a reopen; a full
+/// log refuses appends with `Full`, writing nothing, until a step frees space; and the
+/// key space ends up holding the last write of every key.
+#[test]
+fn ring_log_wraps_while_the_replayer_folds() {
+    let sim = CrashSim::new(POOL);
+    let mut pool = Pool::from_media_with_log(Box::new(sim.clone()), true, 4096).unwrap();
+    let capacity = pool.log().capacity();
+    assert_eq!(capacity, 4096);
+    assert_eq!(pool.superblock().log_capacity, capacity);
+    let ks = pool.open_keyspace().unwrap();
+    let mut r = Replayer::new(ks, pool.log().new_reader()).unwrap();
+    let total = 4000u64;
+    let (mut fulls, mut straddling, mut logged_bytes) = (0u64, 0u64, 0u64);
+    let mut buf = Vec::new();
+    for i in 1..=total {
+        let (db, e) = ring_put(i);
+        buf.clear();
+        let kind = encode(&e, &mut buf);
+        let rec = RecordRef {
+            kind,
+            db,
+            payload: &buf,
+        };
+        loop {
+            match pool.log_mut().append(&[rec]) {
+                Ok(lsn) => {
+                    assert_eq!(lsn, i);
+                    logged_bytes += record_len(buf.len() as u64);
+                    break;
+                }
+                Err(LogError::Full { needed, free }) => {
+                    fulls += 1;
+                    assert_eq!(needed, record_len(buf.len() as u64));
+                    assert!(needed > free, "needed {needed} free {free}");
+                    assert_eq!(free, pool.log().free_bytes());
+                    assert_eq!(pool.log().used_bytes() + free, capacity);
+                    // Still full, and a refusal writes nothing.
+                    let events = sim.events();
+                    assert!(matches!(
+                        pool.log_mut().append(&[rec]),
+                        Err(LogError::Full { .. })
+                    ));
+                    assert_eq!(sim.events(), events);
+                    assert_eq!(pool.log().state(), &LogState::Writable);
+                    straddling += check_live(&pool);
+                    // Fold half of the live records (at least one).
+                    let live = pool.log().record_count();
+                    let mut it = pool.log().records();
+                    it.by_ref().take(live.div_ceil(2) as usize).for_each(drop);
+                    let half = it.cursor();
+                    let s = r.step(half).unwrap();
+                    assert_eq!(s.records, live.div_ceil(2));
+                    assert_eq!(s.next, half);
+                    pool.log_mut().advance_head(s.next);
+                    assert_eq!(pool.log().head(), half);
+                    assert_eq!(r.keyspace().applied().unwrap(), half);
+                }
+                Err(e) => panic!("append {i}: {e}"),
+            }
+        }
+    }
+    assert!(logged_bytes > 100 * capacity, "{logged_bytes} bytes logged");
+    assert!(fulls > 100, "{fulls} times full");
+    assert!(
+        straddling > 10,
+        "only {straddling} records straddled the end"
+    );
+    assert!(pool.log().head().pos > 90 * capacity);
+    assert_eq!(pool.log().last_lsn(), total);
+    let live = check_live(&pool);
+
+    // A reopen (the durable image, as after a crash) scans from the head the key space
+    // recorded, across the wrap, to the same records.
+    let image = sim.durable_image();
+    drop(r);
+    let head = pool.log().head();
+    let before: Vec<Record> = ok_records(&pool);
+    drop(pool);
+    let mut pool = reopen(image);
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    assert_eq!(pool.log().head(), head);
+    assert_eq!(pool.log().last_lsn(), total);
+    assert_eq!(ok_records(&pool), before);
+    assert_eq!(check_live(&pool), live);
+
+    // Folding the rest leaves an empty log and every key's last value.
+    let ks = pool.open_keyspace().unwrap();
+    let mut r = Replayer::new(ks, pool.log().new_reader()).unwrap();
+    assert_eq!(r.applied(), head);
+    let folded = r.drain(pool.log().committed_end()).unwrap();
+    assert_eq!(folded, before.len() as u64);
+    pool.log_mut().advance_head(r.applied());
+    assert_eq!(pool.log().record_count(), 0);
+    assert_eq!(pool.log().used_bytes(), 0);
+    assert_eq!(pool.log().free_bytes(), capacity);
+    let mut ks = r.into_keyspace();
+    let report = ks.check(true).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.keys, 150);
+    assert_eq!(ks.key_count().unwrap(), 150);
+    for i in total - 149..=total {
+        let (db, e) = ring_put(i);
+        let Effect::Put {
+            key,
+            value: Value::String(v),
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        let got = ks.get(db, &key).unwrap().expect("key present").value;
+        assert_eq!(got, StoredValue::String(v), "db {db} key {key:?}");
+    }
 }

@@ -56,12 +56,21 @@ fn a_load_many_times_the_log_is_durable_and_the_log_stays_bounded() {
                 refused += 1;
             }
             max_backlog = max_backlog.max(info_u64(&mut c, "log_backlog_bytes"));
-            assert!(max_backlog <= cap, "{flavor:?}: backlog {max_backlog} > cap {cap}");
+            assert!(
+                max_backlog <= cap,
+                "{flavor:?}: backlog {max_backlog} > cap {cap}"
+            );
         }
         let appended = info_u64(&mut c, "appended_bytes");
-        assert!(appended > 100 * cap, "{flavor:?}: only {appended} bytes logged");
+        assert!(
+            appended > 100 * cap,
+            "{flavor:?}: only {appended} bytes logged"
+        );
         wait_folded(&mut c);
-        let check: String = redis::cmd("NVM.CHECK").arg("DATASET").query(&mut c).unwrap();
+        let check: String = redis::cmd("NVM.CHECK")
+            .arg("DATASET")
+            .query(&mut c)
+            .unwrap();
         assert!(
             check.starts_with("result:ok") && check.contains("dataset:equal"),
             "{flavor:?}: {check} {:?}",
@@ -71,7 +80,11 @@ fn a_load_many_times_the_log_is_durable_and_the_log_stays_bounded() {
         let spec = server.kill9();
         let server = spec.start();
         let mut c = server.conn();
-        assert_eq!(digest(&mut c), before, "{flavor:?}: data differs after restart");
+        assert_eq!(
+            digest(&mut c),
+            before,
+            "{flavor:?}: data differs after restart"
+        );
         eprintln!("{flavor:?}: {appended} bytes through a {cap}-byte log, {refused} pipelines met a refusal while the backlog was full");
     }
 }
@@ -96,7 +109,9 @@ fn sigkill_while_the_replayer_folds_keeps_every_acknowledged_write() {
                     while !stop.load(Ordering::Relaxed) {
                         let mut p = redis::pipe();
                         for j in i..i + 50 {
-                            p.cmd("SET").arg(format!("k:{j}")).arg(format!("v{j}-{}", "p".repeat(64)));
+                            p.cmd("SET")
+                                .arg(format!("k:{j}"))
+                                .arg(format!("v{j}-{}", "p".repeat(64)));
                         }
                         match p.query::<Vec<redis::Value>>(&mut c) {
                             Ok(replies) => {
@@ -117,12 +132,16 @@ fn sigkill_while_the_replayer_folds_keeps_every_acknowledged_write() {
             let spec = server.kill9();
             stop.store(true, Ordering::Relaxed);
             let acked = writer.join().unwrap();
-            assert!(!acked.is_empty(), "{flavor:?} round {round}: nothing acknowledged");
+            assert!(
+                !acked.is_empty(),
+                "{flavor:?} round {round}: nothing acknowledged"
+            );
             let server = spec.start();
             let mut c = server.conn();
             for chunk in acked.chunks(1000) {
                 let keys: Vec<String> = chunk.iter().map(|j| format!("k:{j}")).collect();
-                let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
+                let values: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
                 for (j, v) in chunk.iter().zip(values) {
                     assert_eq!(
                         v.as_deref().map(|s| s.split('-').next().unwrap_or("")),
@@ -160,7 +179,17 @@ fn restart_from_the_key_space_brings_back_every_type_and_expiry() {
             &["XADD", "stream", "1-1", "f", "v"],
             &["XGROUP", "CREATE", "stream", "g", "0"],
             &["XADD", "stream", "2-1", "f", "w"],
-            &["XREADGROUP", "GROUP", "g", "c1", "COUNT", "1", "STREAMS", "stream", ">"],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c1",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "stream",
+                ">",
+            ],
             &["EXPIRE", "hash", "7200"],
             &["SELECT", "3"],
             &["SET", "other-db", "1"],
@@ -181,13 +210,26 @@ fn restart_from_the_key_space_brings_back_every_type_and_expiry() {
         let server = spec.start();
         let mut c = server.conn();
         let info = nvm_info(&mut c);
-        assert_eq!(info["recovery_records"], "0", "{flavor:?}: the log should be folded");
-        assert!(info["recovery_keys_loaded"].parse::<u64>().unwrap() >= 10, "{flavor:?}: {info:?}");
+        assert_eq!(
+            info["recovery_records"], "0",
+            "{flavor:?}: the log should be folded"
+        );
+        assert!(
+            info["recovery_keys_loaded"].parse::<u64>().unwrap() >= 10,
+            "{flavor:?}: {info:?}"
+        );
         assert_eq!(snapshot(&mut c), snap, "{flavor:?}");
         assert_eq!(digest(&mut c), before, "{flavor:?}");
         let pttl: i64 = redis::cmd("PTTL").arg("ttl").query(&mut c).unwrap();
         assert!(pttl > 3_000_000, "{flavor:?}: ttl lost ({pttl})");
-        let pending: redis::Value = redis::cmd("XPENDING").arg("stream").arg("g").query(&mut c).unwrap();
-        assert!(format!("{pending:?}").contains("c1"), "{flavor:?}: consumer group state lost: {pending:?}");
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg("stream")
+            .arg("g")
+            .query(&mut c)
+            .unwrap();
+        assert!(
+            format!("{pending:?}").contains("c1"),
+            "{flavor:?}: consumer group state lost: {pending:?}"
+        );
     }
 }

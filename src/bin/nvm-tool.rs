@@ -1,27 +1,47 @@
-//! nvm-tool: offline inspection of a redis-nvm pool file.
+//! nvm-tool: offline inspection of a redis-nvm pool file (layout v2).
 //!
-//! `nvm-tool check <pool>` prints the superblock and log summary, then `log: ok` (exit 0)
-//! or `log: CORRUPT ...` (exit 1). `nvm-tool dump <pool> [--limit N]` prints one line per
-//! record. The pool is mapped read-only under a shared lock: the tool never writes or
-//! repairs, and refuses (exit 2) while a server holds the pool.
+//! - `nvm-tool check <pool>` prints the superblock and the log, then checks the log
+//!   (`log: ok` or `log: CORRUPT ...`), the key space's journal and the key space itself
+//!   (structure and every item's checksum: `keyspace: ok` or one
+//!   `keyspace: PROBLEM at pool offset N: ...` line per problem).
+//! - `nvm-tool summary <pool>` prints sizes and counters: pool and log size, the log's
+//!   backlog, applied and last lsn, keys (by type and by db), heap use.
+//! - `nvm-tool dump <pool> [--limit N]` prints one line per live log record.
+//!
+//! Exit status: 0 healthy, 1 damage found, 2 the pool could not be inspected (missing,
+//! not a pool, truncated, locked by a server, bad usage), with one line on stderr.
+//!
+//! The pool is mapped read-only under a shared lock (`Pool::open_readonly`): the tool
+//! never writes, never repairs, never redoes a pending journal, and refuses while a
+//! server holds the pool. Opening the key space only reads it (free lists are rebuilt in
+//! DRAM).
 
 #![forbid(unsafe_code)]
 
+use redis_nvm::effect::NO_EXPIRE;
+use redis_nvm::keyspace::{read_journal, KeySpace, Layout, StoreError, StoredValue};
 use redis_nvm::log::{LogError, LogState};
-use redis_nvm::pool::Pool;
-use std::path::PathBuf;
+use redis_nvm::pool::{Pool, PoolError, JOURNAL_WORD_OFFSET};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: nvm-tool check <pool> | nvm-tool dump <pool> [--limit N]";
+const USAGE: &str =
+    "usage: nvm-tool check <pool> | nvm-tool summary <pool> | nvm-tool dump <pool> [--limit N]";
+
+/// Exit status when damage was found.
+const DAMAGED: u8 = 1;
 
 enum Command {
     Check(PathBuf),
+    Summary(PathBuf),
     Dump(PathBuf, Option<u64>),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
     match args {
         [cmd, path] if cmd == "check" => Ok(Command::Check(PathBuf::from(path))),
+        [cmd, path] if cmd == "summary" => Ok(Command::Summary(PathBuf::from(path))),
         [cmd, path] if cmd == "dump" => Ok(Command::Dump(PathBuf::from(path), None)),
         [cmd, path, flag, n] if cmd == "dump" && flag == "--limit" => {
             let n = n
@@ -37,6 +57,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = parse(&args).and_then(|cmd| match cmd {
         Command::Check(path) => check(&path),
+        Command::Summary(path) => summary(&path),
         Command::Dump(path, limit) => dump(&path, limit),
     });
     match result {
@@ -48,8 +69,68 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> Result<ExitCode, String> {
-    let pool = Pool::open_readonly(path).map_err(|e| e.to_string())?;
+fn open(path: &Path) -> Result<Pool, String> {
+    Pool::open_readonly(path).map_err(|e| e.to_string())
+}
+
+/// The log's state as one line; `true` when it is damaged.
+fn log_status(pool: &Pool) -> Result<(String, bool), String> {
+    match pool.log().state() {
+        LogState::Writable => Ok(("log: ok".to_string(), false)),
+        LogState::Corrupt(c) => Ok((
+            format!(
+                "log: CORRUPT at pool offset {} (expected lsn {}): {}",
+                c.offset, c.lsn, c.reason
+            ),
+            true,
+        )),
+        LogState::Poisoned(why) => Err(why.clone()),
+    }
+}
+
+/// The key-space damage in `e` as a (pool offset, reason) problem; other errors (media)
+/// mean the pool could not be inspected.
+fn damage(e: StoreError) -> Result<(u64, String), String> {
+    match e {
+        StoreError::Corrupt { offset, reason } => Ok((offset, reason)),
+        other => Err(other.to_string()),
+    }
+}
+
+fn print_problem(offset: u64, what: &str) {
+    println!("keyspace: PROBLEM at pool offset {offset}: {what}");
+}
+
+/// What the key space's journal holds: `Ok(None)` when no batch awaits redo, the word
+/// count of a committed batch that the next (writable) open will redo, or the damage
+/// that would make that open fail.
+fn journal_status(pool: &Pool) -> Result<Result<Option<u64>, (u64, String)>, String> {
+    let media = pool.media();
+    let entries = media
+        .load_u64(JOURNAL_WORD_OFFSET)
+        .map_err(|e| e.to_string())?;
+    if entries == 0 {
+        return Ok(Ok(None));
+    }
+    let layout = Layout::of(pool.superblock());
+    let pairs = match read_journal(media, layout.journal, entries) {
+        Ok(p) => p,
+        Err(e) => return damage(e).map(Err),
+    };
+    if let Some(&(off, _)) = pairs
+        .iter()
+        .find(|(off, _)| !layout.journal_may_write(*off))
+    {
+        return Ok(Err((
+            layout.journal.offset,
+            format!("journal entry names pool offset {off}, outside the key space"),
+        )));
+    }
+    Ok(Ok(Some(entries)))
+}
+
+fn check(path: &Path) -> Result<ExitCode, String> {
+    let pool = open(path)?;
     let sb = pool.superblock();
     let log = pool.log();
     println!("pool: {}", path.display());
@@ -62,31 +143,177 @@ fn check(path: &std::path::Path) -> Result<ExitCode, String> {
         sb.created_unix_ms
     );
     println!(
-        "log: capacity {} bytes, used {}, free {}",
+        "log: region at {} of {} bytes, used {}, free {}",
+        log.log_offset(),
         log.capacity(),
         log.used_bytes(),
         log.free_bytes()
     );
+    println!(
+        "log head: position {} (lsn {})",
+        log.head().pos,
+        log.head().lsn
+    );
     println!("last lsn: {}", log.last_lsn());
     println!("records: {}", log.record_count());
-    match log.state() {
-        LogState::Writable => {
-            println!("log: ok");
-            Ok(ExitCode::SUCCESS)
+    let (line, mut damaged) = log_status(&pool)?;
+    println!("{line}");
+
+    match journal_status(&pool)? {
+        Ok(None) => println!("journal: clean"),
+        Ok(Some(n)) => println!(
+            "journal: a committed batch of {n} words awaits redo at the next writable open \
+             (checked below without it)"
+        ),
+        Err((offset, what)) => {
+            println!("journal: PROBLEM at pool offset {offset}: {what}");
+            damaged = true;
         }
-        LogState::Corrupt(c) => {
-            println!(
-                "log: CORRUPT at pool offset {} (expected lsn {}): {}",
-                c.offset, c.lsn, c.reason
-            );
-            Ok(ExitCode::from(1))
-        }
-        LogState::Poisoned(why) => Err(why.clone()),
     }
+
+    match pool.open_keyspace() {
+        Ok(mut ks) => {
+            let report = ks.check(true).map_err(|e| e.to_string())?;
+            println!(
+                "keyspace: {} keys, {} members, {} blocks, {} bytes reachable",
+                report.keys, report.members, report.blocks, report.bytes_reachable
+            );
+            for p in &report.problems {
+                print_problem(p.offset, &p.what);
+            }
+            if report.problems.is_empty() {
+                println!("keyspace: ok");
+            } else {
+                println!("keyspace: {} problem(s)", report.problems.len());
+                damaged = true;
+            }
+        }
+        Err(PoolError::KeySpace { source, .. }) => {
+            let (offset, what) = damage(source)?;
+            print_problem(offset, &what);
+            println!("keyspace: unreadable");
+            damaged = true;
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(if damaged {
+        ExitCode::from(DAMAGED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn dump(path: &std::path::Path, limit: Option<u64>) -> Result<ExitCode, String> {
-    let pool = Pool::open_readonly(path).map_err(|e| e.to_string())?;
+/// Keys of the key space by type name and by db, and how many carry an expiry.
+#[derive(Default)]
+struct KeyCounts {
+    by_type: BTreeMap<&'static str, u64>,
+    by_db: BTreeMap<u8, u64>,
+    expiring: u64,
+}
+
+fn count_keys(ks: &KeySpace) -> Result<KeyCounts, StoreError> {
+    let mut counts = KeyCounts::default();
+    for t in ["string", "list", "hash", "set", "zset", "stream"] {
+        counts.by_type.insert(t, 0);
+    }
+    ks.visit(|db, _key, entry| {
+        let t = match entry.value {
+            StoredValue::String(_) => "string",
+            StoredValue::List(_) => "list",
+            StoredValue::Hash(_) => "hash",
+            StoredValue::Set(_) => "set",
+            StoredValue::Zset(_) => "zset",
+            StoredValue::Stream { .. } => "stream",
+        };
+        *counts.by_type.entry(t).or_default() += 1;
+        *counts.by_db.entry(db).or_default() += 1;
+        if entry.expire_at_ms != NO_EXPIRE {
+            counts.expiring += 1;
+        }
+        Ok(())
+    })?;
+    Ok(counts)
+}
+
+fn summary(path: &Path) -> Result<ExitCode, String> {
+    let pool = open(path)?;
+    let sb = pool.superblock();
+    let log = pool.log();
+    println!("pool: {}", path.display());
+    println!("pool size: {} bytes", sb.pool_size);
+    println!("log size: {} bytes", log.capacity());
+    println!("log backlog: {} bytes", log.used_bytes());
+    println!("log live records: {}", log.record_count());
+    let mut damaged = false;
+    let ks = match pool.open_keyspace() {
+        Ok(ks) => Some(ks),
+        Err(PoolError::KeySpace { source, .. }) => {
+            let (offset, what) = damage(source)?;
+            print_problem(offset, &what);
+            damaged = true;
+            None
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(ks) = &ks {
+        let applied = ks.applied().map_err(|e| e.to_string())?;
+        println!("applied lsn: {}", applied.lsn - 1);
+    }
+    println!("last lsn: {}", log.last_lsn());
+    if let Some(ks) = &ks {
+        match ks.key_count() {
+            Ok(n) => println!("keys: {n}"),
+            Err(e) => {
+                let (offset, what) = damage(e)?;
+                print_problem(offset, &what);
+                damaged = true;
+            }
+        }
+        match count_keys(ks) {
+            Ok(c) => {
+                let types: Vec<String> =
+                    c.by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                println!("keys by type: {}", types.join(", "));
+                let dbs: Vec<String> = c
+                    .by_db
+                    .iter()
+                    .map(|(db, n)| format!("db{db} {n}"))
+                    .collect();
+                println!(
+                    "keys by db: {}",
+                    if dbs.is_empty() {
+                        "none".to_string()
+                    } else {
+                        dbs.join(", ")
+                    }
+                );
+                println!("keys with expiry: {}", c.expiring);
+            }
+            Err(e) => {
+                let (offset, what) = damage(e)?;
+                print_problem(offset, &what);
+                damaged = true;
+            }
+        }
+        let heap = ks.heap_stats();
+        println!("heap used: {} bytes", heap.used);
+        println!("heap free: {} bytes", heap.free);
+        println!("heap capacity: {} bytes", heap.capacity);
+    }
+    let (line, log_damaged) = log_status(&pool)?;
+    if log_damaged {
+        println!("{line}");
+        damaged = true;
+    }
+    Ok(if damaged {
+        ExitCode::from(DAMAGED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn dump(path: &Path, limit: Option<u64>) -> Result<ExitCode, String> {
+    let pool = open(path)?;
     println!("# lsn offset kind db len");
     let mut shown = 0u64;
     for rec in pool.log().records() {
@@ -110,7 +337,7 @@ fn dump(path: &std::path::Path, limit: Option<u64>) -> Result<ExitCode, String> 
                     "log: CORRUPT at pool offset {} (expected lsn {}): {}",
                     c.offset, c.lsn, c.reason
                 );
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(DAMAGED));
             }
             Err(e) => return Err(e.to_string()),
         }

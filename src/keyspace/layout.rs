@@ -180,13 +180,13 @@ mod tests {
     fn classes_cover_and_bound_slack() {
         for n in 1..100_000u64 {
             let c = size_class(n);
-            assert!(c >= n && c % GRAIN == 0);
+            assert!(c >= n && c.is_multiple_of(GRAIN));
             assert!(c <= 256 || c * 4 <= n * 5 + 4 * 256, "{n} -> {c}");
             assert_eq!(size_class(c), c);
         }
         for n in (16..100_000u64).step_by(16) {
             let c = class_at_most(n);
-            assert!(c <= n && c >= 16 && size_class(c) == c, "{n} -> {c}");
+            assert!((16..=n).contains(&c) && size_class(c) == c, "{n} -> {c}");
         }
     }
 }

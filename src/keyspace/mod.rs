@@ -150,7 +150,9 @@ impl KeySpace {
     /// space reaches. A damaged structure is an error naming its offset.
     pub fn open(media: Arc<dyn Media>, layout: Layout) -> Result<KeySpace, StoreError> {
         let top = media.load_u64(layout.root + ROOT_HEAP_TOP)?;
-        if top != 0 && (top < layout.heap_start || top > layout.heap_end || top % GRAIN != 0) {
+        if top != 0
+            && (top < layout.heap_start || top > layout.heap_end || !top.is_multiple_of(GRAIN))
+        {
             return Err(corrupt(
                 layout.root + ROOT_HEAP_TOP,
                 format!("heap top {top} outside the heap"),
@@ -269,11 +271,11 @@ impl KeySpace {
 
     fn header_at(&self, off: u64) -> Result<BlockHeader, StoreError> {
         let (start, end) = self.store.heap_range();
-        if off < start || off + 8 > end || off % GRAIN != 0 {
+        if off < start || off.saturating_add(8) > end || !off.is_multiple_of(GRAIN) {
             return Err(corrupt(off, "pointer outside the heap"));
         }
         let h = parse_header(self.store.read_word(off)?);
-        if h.len < GRAIN || off + h.len > end || h.reserved != 0 {
+        if h.len < GRAIN || off.saturating_add(h.len) > end || h.reserved != 0 {
             return Err(corrupt(off, format!("bad block header (length {})", h.len)));
         }
         Ok(h)
@@ -303,7 +305,10 @@ impl KeySpace {
         let bad_cap = !c.cap.is_power_of_two()
             || c.count > c.cap
             || c.slots < start
-            || c.cap.checked_mul(slot).is_none_or(|n| c.slots + n > end);
+            || c.cap
+                .checked_mul(slot)
+                .and_then(|n| c.slots.checked_add(n))
+                .is_none_or(|e| e > end);
         if bad_cap {
             return Err(corrupt(
                 off,
@@ -329,7 +334,10 @@ impl KeySpace {
         let h = self.header_at(item)?;
         let want = if is_key { KIND_KEY } else { KIND_MEMBER };
         if h.kind != want {
-            return Err(corrupt(item, "table slot points at the wrong kind of block"));
+            return Err(corrupt(
+                item,
+                "table slot points at the wrong kind of block",
+            ));
         }
         let lens = self.store.read_word(item + 8)?;
         let a = lens & 0xffff_ffff;
@@ -343,7 +351,11 @@ impl KeySpace {
     }
 
     /// Reads an item's two parts (key/string or a/b) and checks its crc if `verify`.
-    fn item_parts(&self, item: u64, verify: bool) -> Result<(BlockHeader, Vec<u8>, Vec<u8>), StoreError> {
+    fn item_parts(
+        &self,
+        item: u64,
+        verify: bool,
+    ) -> Result<(BlockHeader, Vec<u8>, Vec<u8>), StoreError> {
         let h = self.header_at(item)?;
         let lens_word = self.store.read_word(item + 8)?;
         let a = lens_word & 0xffff_ffff;
@@ -457,14 +469,21 @@ impl KeySpace {
             if let StoredValue::Stream { ops, .. } = &mut value {
                 // Ops keep the key they were logged under; the key may have been renamed.
                 for op in ops.iter_mut() {
-                    if let Effect::StreamAdd { key: k, .. } | Effect::StreamTrim { key: k, .. } = op {
+                    if let Effect::StreamAdd { key: k, .. } | Effect::StreamTrim { key: k, .. } = op
+                    {
                         k.clone_from(&key);
                     }
                 }
             }
             value
         };
-        Ok((key, StoredEntry { value, expire_at_ms }))
+        Ok((
+            key,
+            StoredEntry {
+                value,
+                expire_at_ms,
+            },
+        ))
     }
 
     /// The items of a collection, in order for deques.
@@ -529,9 +548,11 @@ impl KeySpace {
                 let mut ops = Vec::with_capacity(parts.len());
                 for (a, _) in parts {
                     let (kind, payload) = a.split_first().unwrap_or((&0, &[]));
-                    ops.push(decode(*kind, payload).map_err(|e| {
-                        corrupt(c.off, format!("undecodable stream effect: {e}"))
-                    })?);
+                    ops.push(
+                        decode(*kind, payload).map_err(|e| {
+                            corrupt(c.off, format!("undecodable stream effect: {e}"))
+                        })?,
+                    );
                 }
                 StoredValue::Stream { dump, ops }
             }
@@ -617,7 +638,11 @@ impl KeySpace {
         let mut marks = vec![0u64; grains.div_ceil(64)];
         let mut report = CheckReport::default();
         let mut mark = |off: u64, len: u64, report: &mut CheckReport| -> bool {
-            if off < start || off + len > top || off % GRAIN != 0 || len % GRAIN != 0 {
+            if off < start
+                || off.checked_add(len).is_none_or(|e| e > top)
+                || !off.is_multiple_of(GRAIN)
+                || !len.is_multiple_of(GRAIN)
+            {
                 report.problems.push(Problem {
                     offset: off,
                     what: format!("block of {len} bytes outside the used heap"),
@@ -679,7 +704,10 @@ impl KeySpace {
     ) -> Result<(), StoreError> {
         let c = self.coll(off)?;
         if c.vtype != expect {
-            return Err(corrupt(off, format!("collection of type {} where {expect} belongs", c.vtype)));
+            return Err(corrupt(
+                off,
+                format!("collection of type {} where {expect} belongs", c.vtype),
+            ));
         }
         if !mark(off, COLL_LEN, report) || !mark(c.slots, c.cap * Self::slot_size(&c), report) {
             return Ok(());
@@ -773,7 +801,8 @@ impl KeySpace {
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
                     .unwrap_or(0);
-                let item = self.new_string_item(key, n.wrapping_add(*by).to_string().as_bytes(), expire)?;
+                let item =
+                    self.new_string_item(key, n.wrapping_add(*by).to_string().as_bytes(), expire)?;
                 self.upsert_key(db, key, item, true)?;
             }
             Effect::IncrByFloat { key, by } => {
@@ -845,8 +874,14 @@ impl KeySpace {
                 }
             }
             Effect::HashDel { key, fields: names }
-            | Effect::SetRem { key, members: names }
-            | Effect::ZsetRem { key, members: names } => {
+            | Effect::SetRem {
+                key,
+                members: names,
+            }
+            | Effect::ZsetRem {
+                key,
+                members: names,
+            } => {
                 let want = match effect {
                     Effect::HashDel { .. } => VT_HASH,
                     Effect::SetRem { .. } => VT_SET,
@@ -870,7 +905,10 @@ impl KeySpace {
                     if *max {
                         z.reverse();
                     }
-                    for (m, _) in z.into_iter().take(usize::try_from(*count).unwrap_or(usize::MAX)) {
+                    for (m, _) in z
+                        .into_iter()
+                        .take(usize::try_from(*count).unwrap_or(usize::MAX))
+                    {
                         c = self.table_delete(c, &m)?;
                     }
                 }
@@ -939,7 +977,11 @@ impl KeySpace {
     /// A new collection (header and slot array) of `vtype` for `n` items.
     fn new_coll(&mut self, vtype: u8, n: u64) -> Result<Coll, StoreError> {
         let deque = vtype == VT_LIST || vtype == VT_STREAM;
-        let cap = if deque { capacity_for(n) } else { capacity_for(n * 2) };
+        let cap = if deque {
+            capacity_for(n)
+        } else {
+            capacity_for(n * 2)
+        };
         let slot = if deque { DEQUE_SLOT } else { TABLE_SLOT };
         let slots = self.zeroed(cap * slot)?;
         let off = self.new_block(&encode_coll(vtype, 0, slots, cap, 0, 0))?;
@@ -967,7 +1009,12 @@ impl KeySpace {
     }
 
     /// Builds a key item (and its collection) for a whole value.
-    fn new_value_item(&mut self, key: &[u8], value: &Value, expire: i64) -> Result<u64, StoreError> {
+    fn new_value_item(
+        &mut self,
+        key: &[u8],
+        value: &Value,
+        expire: i64,
+    ) -> Result<u64, StoreError> {
         let (vtype, n) = match value {
             Value::String(s) => return self.new_string_item(key, s, expire),
             Value::List(l) => (VT_LIST, l.len()),
@@ -1012,7 +1059,13 @@ impl KeySpace {
     }
 
     /// Puts `item` (a key item for `key`) in `db`, freeing what it replaces.
-    fn upsert_key(&mut self, db: u8, key: &[u8], item: u64, free_old: bool) -> Result<(), StoreError> {
+    fn upsert_key(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        item: u64,
+        free_old: bool,
+    ) -> Result<(), StoreError> {
         let t = match self.db_table(db)? {
             Some(t) => {
                 let c = self.coll(t)?;
@@ -1112,7 +1165,12 @@ impl KeySpace {
         Ok(c)
     }
 
-    fn existing_collection(&mut self, db: u8, key: &[u8], vtype: u8) -> Result<Option<Coll>, ApplyFail> {
+    fn existing_collection(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        vtype: u8,
+    ) -> Result<Option<Coll>, ApplyFail> {
         let Some((_, _, item)) = self.find_key(db, key)? else {
             return Ok(None);
         };
@@ -1155,7 +1213,8 @@ impl KeySpace {
     /// True when slot writes to `c` would bloat the journal: move it to a new array,
     /// whose writes go in place.
     fn journal_pressure(&self, c: &Coll) -> bool {
-        !self.store.is_fresh(c.slots) && self.store.overlay_len() * 4 >= self.store.journal_capacity() * 3
+        !self.store.is_fresh(c.slots)
+            && self.store.overlay_len() * 4 >= self.store.journal_capacity() * 3
     }
 
     // ----- hash tables -----
@@ -1170,10 +1229,20 @@ impl KeySpace {
         }
     }
 
-    fn table_insert(&mut self, mut c: Coll, h: u64, item: u64, p: Probe) -> Result<Coll, StoreError> {
+    fn table_insert(
+        &mut self,
+        mut c: Coll,
+        h: u64,
+        item: u64,
+        p: Probe,
+    ) -> Result<Coll, StoreError> {
         let grow = (c.aux + 1) * 4 > c.cap * 3;
         let p = if grow || self.journal_pressure(&c) {
-            let cap = if grow { capacity_for((c.count + 1) * 2) } else { c.cap };
+            let cap = if grow {
+                capacity_for((c.count + 1) * 2)
+            } else {
+                c.cap
+            };
             c = self.rehash(c, cap)?;
             self.probe_empty(&c, h)?
         } else {
@@ -1240,7 +1309,8 @@ impl KeySpace {
     /// Tombstones slot `i` (the caller frees the item), shrinking a sparse table.
     fn table_remove_at(&mut self, c: &Coll, i: u64) -> Result<Coll, StoreError> {
         let mut c = *c;
-        self.store.write_word(c.slots + i * TABLE_SLOT + 8, TOMBSTONE)?;
+        self.store
+            .write_word(c.slots + i * TABLE_SLOT + 8, TOMBSTONE)?;
         c.count -= 1;
         self.set_coll(&c)?;
         if c.cap > 8 && c.count * 8 < c.cap {

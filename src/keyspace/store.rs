@@ -33,11 +33,19 @@ const JOURNAL_ENTRY: u64 = 16;
 #[derive(Debug)]
 pub enum StoreError {
     /// The heap has no room for a block of this size.
-    HeapFull { needed: u64 },
+    HeapFull {
+        needed: u64,
+    },
     /// The batch changed more words than the journal holds.
-    JournalFull { entries: u64, max: u64 },
+    JournalFull {
+        entries: u64,
+        max: u64,
+    },
     /// The persistent structure is damaged at this pool offset.
-    Corrupt { offset: u64, reason: String },
+    Corrupt {
+        offset: u64,
+        reason: String,
+    },
     Media(MediaError),
 }
 
@@ -47,10 +55,9 @@ impl std::fmt::Display for StoreError {
             StoreError::HeapFull { needed } => {
                 write!(f, "key space full: no room for a block of {needed} bytes")
             }
-            StoreError::JournalFull { entries, max } => write!(
-                f,
-                "batch changes {entries} words, the journal holds {max}"
-            ),
+            StoreError::JournalFull { entries, max } => {
+                write!(f, "batch changes {entries} words, the journal holds {max}")
+            }
             StoreError::Corrupt { offset, reason } => {
                 write!(f, "key space damaged at pool offset {offset}: {reason}")
             }
@@ -417,7 +424,8 @@ impl Store {
             body[16..20].copy_from_slice(&crc.to_le_bytes());
             self.media.write_persistent(self.journal.offset, &body)?;
             self.media.fence()?;
-            self.media.store_u64_persistent(self.journal.word, entries)?;
+            self.media
+                .store_u64_persistent(self.journal.word, entries)?;
             self.media.fence()?;
             // 3. In place.
             for (o, v) in &pairs {

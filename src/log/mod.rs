@@ -288,7 +288,7 @@ impl Log {
             || !self.tail.is_multiple_of(8)
             || !head.is_multiple_of(8);
         let limit = if bad_word {
-            head + self.capacity
+            head.saturating_add(self.capacity)
         } else {
             self.tail
         };
@@ -547,7 +547,8 @@ impl Log {
     /// The end of what is durable: the replayer may fold records up to here.
     pub fn committed_end(&self) -> Cursor {
         Cursor {
-            pos: self.committed,
+            // Never past damage: the valid prefix ends there.
+            pos: self.committed.min(self.valid_end),
             lsn: self.committed_lsn + 1,
         }
     }
@@ -574,7 +575,7 @@ impl Log {
         }
         // Committed bytes past the valid prefix (an impossible commit word counts up to
         // the capacity).
-        let end = self.tail.min(self.head.pos + self.capacity);
+        let end = self.tail.min(self.head.pos.saturating_add(self.capacity));
         let dropped = end.saturating_sub(self.valid_end);
         let res = self
             .media

@@ -329,7 +329,7 @@ impl Pool {
         };
         let head = Cursor {
             pos: root_word(keyspace::layout::ROOT_LOG_HEAD)?,
-            lsn: root_word(keyspace::layout::ROOT_APPLIED_LSN)? + 1,
+            lsn: root_word(keyspace::layout::ROOT_APPLIED_LSN)?.saturating_add(1),
         };
         let log = Log::open(
             Arc::clone(&media),
@@ -362,11 +362,14 @@ impl Pool {
     /// Opens the key space of this pool (walks it to rebuild free space; see
     /// `KeySpace::open`). Its owner must be the only writer of the key space.
     pub fn open_keyspace(&self) -> Result<keyspace::KeySpace, PoolError> {
-        keyspace::KeySpace::open(Arc::clone(&self.media), keyspace::Layout::of(&self.superblock))
-            .map_err(|source| PoolError::KeySpace {
-                path: self.info.path.clone(),
-                source,
-            })
+        keyspace::KeySpace::open(
+            Arc::clone(&self.media),
+            keyspace::Layout::of(&self.superblock),
+        )
+        .map_err(|source| PoolError::KeySpace {
+            path: self.info.path.clone(),
+            source,
+        })
     }
 
     /// A shared handle on the media (for the replayer thread).
@@ -521,7 +524,10 @@ fn format_new_file(file: &File, tmp: &Path, path: &Path, sb: &Superblock) -> Res
 /// Writes the superblock, zero commit words and an empty root through the media, durably.
 fn format_media(media: &dyn Media, sb: &Superblock) -> Result<(), MediaError> {
     media.write(0, &sb.encode_block())?;
-    media.write(LOG_TAIL_OFFSET, &vec![0u8; (FIXED_LEN - LOG_TAIL_OFFSET) as usize])?;
+    media.write(
+        LOG_TAIL_OFFSET,
+        &vec![0u8; (FIXED_LEN - LOG_TAIL_OFFSET) as usize],
+    )?;
     media.flush(0, FIXED_LEN)?;
     media.fence()
 }

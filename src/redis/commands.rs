@@ -5,9 +5,9 @@
 
 #![forbid(unsafe_code)]
 
-use super::replayer;
 use super::ffi::Reply;
 use super::ffi::{Ctx, InfoCtx};
+use super::replayer;
 use super::state::{with_module, Module, Refusal};
 use crate::effect::decode;
 use crate::log::LogError;
@@ -61,16 +61,28 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         ("log_records", log.record_count().to_string()),
         ("log_backlog_bytes", log.used_bytes().to_string()),
         ("last_lsn", log.last_lsn().to_string()),
-        ("applied_lsn", (rp.applied_lsn.load(Relaxed).saturating_sub(1)).to_string()),
+        (
+            "applied_lsn",
+            (rp.applied_lsn.load(Relaxed).saturating_sub(1)).to_string(),
+        ),
         ("keyspace_keys", rp.keys.load(Relaxed).to_string()),
         ("keyspace_heap_used", rp.heap_used.load(Relaxed).to_string()),
         ("keyspace_heap_free", rp.heap_free.load(Relaxed).to_string()),
-        ("keyspace_heap_capacity", rp.heap_capacity.load(Relaxed).to_string()),
+        (
+            "keyspace_heap_capacity",
+            rp.heap_capacity.load(Relaxed).to_string(),
+        ),
         ("replay_records", rp.records.load(Relaxed).to_string()),
         ("replay_batches", rp.batches.load(Relaxed).to_string()),
         ("replay_records_per_sec", rp.rate.load(Relaxed).to_string()),
-        ("replay_peak_records_per_sec", rp.peak_rate.load(Relaxed).to_string()),
-        ("replay_apply_errors", rp.apply_errors.load(Relaxed).to_string()),
+        (
+            "replay_peak_records_per_sec",
+            rp.peak_rate.load(Relaxed).to_string(),
+        ),
+        (
+            "replay_apply_errors",
+            rp.apply_errors.load(Relaxed).to_string(),
+        ),
         (
             "replay_state",
             match replayer::stall_reason() {
@@ -153,7 +165,10 @@ pub fn nvm_check(ctx: Ctx, args: &[Vec<u8>]) {
                     lines.push(format!("keyspace_bytes:{}", rep.bytes_reachable));
                     for p in rep.problems.iter().take(20) {
                         ok = false;
-                        lines.push(format!("problem:key space at pool offset {}: {}", p.offset, p.what));
+                        lines.push(format!(
+                            "problem:key space at pool offset {}: {}",
+                            p.offset, p.what
+                        ));
                     }
                 }
                 Err(e) => {
@@ -172,7 +187,14 @@ pub fn nvm_check(ctx: Ctx, args: &[Vec<u8>]) {
             }
         }
     }
-    lines.insert(0, if ok { "result:ok".into() } else { "result:damaged".into() });
+    lines.insert(
+        0,
+        if ok {
+            "result:ok".into()
+        } else {
+            "result:damaged".into()
+        },
+    );
     ctx.reply_text(&(lines.join("\r\n") + "\r\n"));
 }
 
@@ -241,7 +263,8 @@ fn scan_keys(ctx: Ctx) -> Vec<Vec<u8>> {
     let mut out = std::collections::BTreeSet::new();
     let mut cursor = b"0".to_vec();
     while let Reply::Array(parts) = ctx.call("SCAN", &[&cursor, b"COUNT", b"1000"]) {
-        let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1)) else {
+        let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1))
+        else {
             break;
         };
         out.extend(keys.iter().filter_map(Reply::as_bytes).map(<[u8]>::to_vec));

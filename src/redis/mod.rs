@@ -135,7 +135,10 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
     let replayer = match crate::replay::Replayer::new(keyspace, pool.log().new_reader()) {
         Ok(r) => r,
         Err(e) => {
-            ctx.log("warning", &format!("redis-nvm: cannot open the pool's key space: {e}"));
+            ctx.log(
+                "warning",
+                &format!("redis-nvm: cannot open the pool's key space: {e}"),
+            );
             return ERR;
         }
     };
@@ -454,7 +457,9 @@ fn is_write(f: &Filter, name: &[u8]) -> bool {
     // Redis 7.0 reports key flags only for commands with their own key-finding
     // procedure (SET has one, HSET does not), so the command table's `write` flag,
     // read at start-up, decides first.
-    is(KEYLESS_WRITES) || startup::is_write_command(name, f.len().gt(&1).then(|| f.arg(1))) || f.writes_a_key()
+    is(KEYLESS_WRITES)
+        || startup::is_write_command(name, f.len().gt(&1).then(|| f.arg(1)))
+        || f.writes_a_key()
 }
 
 /// XACK, XCLAIM, XAUTOCLAIM and XREADGROUP change consumer groups without any keyspace

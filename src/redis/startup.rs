@@ -19,10 +19,10 @@
 
 use super::capture::whole_value;
 use super::ffi::{Ctx, Reply};
+use super::replayer;
 use super::restore;
 use super::state::{with_module, Refusal, CAPTURING};
 use crate::effect::decode;
-use super::replayer;
 use crate::effect::{Effect, Value};
 use crate::keyspace::{StoredEntry, StoredValue};
 use crate::log::LogError;
@@ -31,8 +31,9 @@ use std::time::Instant;
 
 /// Lower-case names of the server's write commands (`container|sub` for subcommands),
 /// from `COMMAND` at start-up.
-static WRITE_COMMANDS: once_cell::sync::Lazy<std::sync::RwLock<std::collections::HashSet<Vec<u8>>>> =
-    once_cell::sync::Lazy::new(Default::default);
+static WRITE_COMMANDS: once_cell::sync::Lazy<
+    std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
+> = once_cell::sync::Lazy::new(Default::default);
 
 /// Whether `name` (with its first argument, for container commands) is a write command.
 pub fn is_write_command(name: &[u8], first_arg: Option<&[u8]>) -> bool {
@@ -56,7 +57,9 @@ fn load_write_commands(ctx: Ctx) {
     fn visit(entries: &[Reply], out: &mut std::collections::HashSet<Vec<u8>>) {
         for e in entries {
             let Reply::Array(parts) = e else { continue };
-            let (Some(name), Some(Reply::Array(flags))) = (parts.first().and_then(Reply::as_bytes), parts.get(2)) else {
+            let (Some(name), Some(Reply::Array(flags))) =
+                (parts.first().and_then(Reply::as_bytes), parts.get(2))
+            else {
                 continue;
             };
             if flags.iter().any(|f| f.as_bytes() == Some(b"write")) {
@@ -358,7 +361,10 @@ fn load_keyspace(ctx: Ctx) -> (u64, u64) {
                 if failed <= 10 {
                     ctx.log(
                         "warning",
-                        &format!("redis-nvm: loading key {:?} of db {db}: {e}", String::from_utf8_lossy(key)),
+                        &format!(
+                            "redis-nvm: loading key {:?} of db {db}: {e}",
+                            String::from_utf8_lossy(key)
+                        ),
                     );
                 }
             }

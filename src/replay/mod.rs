@@ -119,12 +119,11 @@ impl Replayer {
                 .reader
                 .read(cursor, durable_end.pos)
                 .map_err(ReplayError::Log)?;
-            let effect = decode(record.kind, &record.payload).map_err(|e| {
-                ReplayError::Undecodable {
+            let effect =
+                decode(record.kind, &record.payload).map_err(|e| ReplayError::Undecodable {
                     lsn: record.lsn,
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             bytes += record.payload.len();
             self.batch.push((record.db, effect));
             cursor = after;
@@ -162,10 +161,7 @@ impl Replayer {
     fn cursor_after(&self, n: usize) -> Result<Cursor, ReplayError> {
         let mut c = self.next;
         for _ in 0..n {
-            let (_, after) = self
-                .reader
-                .read(c, u64::MAX)
-                .map_err(ReplayError::Log)?;
+            let (_, after) = self.reader.read(c, u64::MAX).map_err(ReplayError::Log)?;
             c = after;
         }
         Ok(c)

@@ -158,4 +158,3 @@ pub fn model_after(batches: &[Vec<(u8, Effect)>]) -> Dataset {
     }
     m
 }
-
