@@ -27,8 +27,8 @@ pub use store::{
     read_journal, recover_journal, HeapStats, JournalArea, JournalOutcome, StoreError,
 };
 
-use crate::effect::model::{Dataset, Entry, ModelValue};
-use crate::effect::{decode, encode, Effect, End, StreamId, Value, NO_EXPIRE};
+use crate::effect::model::{trim_range, Dataset, Entry, ModelValue};
+use crate::effect::{decode, encode, Effect, End, Value, NO_EXPIRE};
 use crate::log::Cursor;
 use crate::pmem::Media;
 use crate::pool::{Superblock, JOURNAL_WORD_OFFSET, ROOT_OFFSET};
@@ -933,9 +933,10 @@ impl KeySpace {
                 let Some(mut c) = self.existing_collection(db, key, VT_LIST)? else {
                     return Ok(());
                 };
-                let len = c.count as i64;
-                let (from, to) = trim_range(len, *start, *stop);
-                c = self.deque_pop(c, End::Tail, (len - to) as u64)?;
+                let len = c.count;
+                let (from, to) =
+                    trim_range(usize::try_from(len).unwrap_or(usize::MAX), *start, *stop);
+                c = self.deque_pop(c, End::Tail, len.saturating_sub(to as u64))?;
                 c = self.deque_pop(c, End::Head, from as u64)?;
                 self.drop_if_empty(db, key, &c)?;
             }
@@ -1424,22 +1425,3 @@ impl KeySpace {
         Ok(())
     }
 }
-
-/// LTRIM's kept range `[from, to)` of a list of `len` elements.
-fn trim_range(len: i64, start: i64, stop: i64) -> (i64, i64) {
-    let mut start = if start < 0 { start + len } else { start };
-    let mut stop = if stop < 0 { stop + len } else { stop };
-    if start < 0 {
-        start = 0;
-    }
-    if start > stop || start >= len {
-        return (0, 0);
-    }
-    if stop >= len {
-        stop = len - 1;
-    }
-    (start, stop + 1)
-}
-
-/// The id type is re-exported for tools that print stream effects.
-pub type StreamEntryId = StreamId;
