@@ -167,6 +167,16 @@ pub fn encode_coll(vtype: u8, count: u64, slots: u64, cap: u64, aux: u64, dump: 
     b
 }
 
+/// Bytes per slot of a collection of `vtype`: deques (lists, stream effects) hold an item
+/// pointer, hash tables a hash and an item pointer.
+pub fn slot_size(vtype: u8) -> u64 {
+    if vtype == VT_LIST || vtype == VT_STREAM {
+        DEQUE_SLOT
+    } else {
+        TABLE_SLOT
+    }
+}
+
 /// The smallest power of two >= n (and >= 8): table and deque capacities.
 pub fn capacity_for(n: u64) -> u64 {
     n.max(8).next_power_of_two()

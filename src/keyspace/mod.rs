@@ -296,11 +296,7 @@ impl KeySpace {
             aux: w(COLL_AUX)?,
             dump: w(COLL_DUMP)?,
         };
-        let slot = if c.vtype == VT_LIST || c.vtype == VT_STREAM {
-            DEQUE_SLOT
-        } else {
-            TABLE_SLOT
-        };
+        let slot = slot_size(c.vtype);
         let (start, end) = self.store.heap_range();
         let bad_cap = !c.cap.is_power_of_two()
             || c.count > c.cap
@@ -319,14 +315,6 @@ impl KeySpace {
             ));
         }
         Ok(c)
-    }
-
-    fn slot_size(c: &Coll) -> u64 {
-        if c.vtype == VT_LIST || c.vtype == VT_STREAM {
-            DEQUE_SLOT
-        } else {
-            TABLE_SLOT
-        }
     }
 
     /// The comparable bytes of a table's item (key of a key item, `a` of a member).
@@ -494,7 +482,7 @@ impl KeySpace {
     /// (slot hash, item) of a table's entries, or (0, item) of a deque's in order.
     fn entries(&self, c: &Coll) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out = Vec::with_capacity(c.count as usize);
-        if Self::slot_size(c) == DEQUE_SLOT {
+        if slot_size(c.vtype) == DEQUE_SLOT {
             for i in 0..c.count {
                 let idx = (c.aux + i) & (c.cap - 1);
                 out.push((0, self.store.read_word(c.slots + idx * DEQUE_SLOT)?));
@@ -632,7 +620,7 @@ impl KeySpace {
     }
 
     fn walk(&mut self, verify: bool) -> Result<CheckReport, StoreError> {
-        let (start, end) = self.store.heap_range();
+        let (start, _) = self.store.heap_range();
         let top = self.store.top();
         let grains = ((top - start) / GRAIN) as usize;
         let mut marks = vec![0u64; grains.div_ceil(64)];
@@ -665,7 +653,6 @@ impl KeySpace {
             }
             true
         };
-        let _ = end;
         for db in 0..MAX_DBS {
             let Some(t) = self.db_table(db as u8)? else {
                 continue;
@@ -709,7 +696,7 @@ impl KeySpace {
                 format!("collection of type {} where {expect} belongs", c.vtype),
             ));
         }
-        if !mark(off, COLL_LEN, report) || !mark(c.slots, c.cap * Self::slot_size(&c), report) {
+        if !mark(off, COLL_LEN, report) || !mark(c.slots, c.cap * slot_size(c.vtype), report) {
             return Ok(());
         }
         if c.dump != 0 {
@@ -719,7 +706,7 @@ impl KeySpace {
             }
             mark(c.dump, h.len, report);
         }
-        let is_table = Self::slot_size(&c) == TABLE_SLOT;
+        let is_table = slot_size(c.vtype) == TABLE_SLOT;
         for (slot_hash, item) in self.entries(&c)? {
             let (h, a, _) = self.item_parts(item, verify)?;
             if is_table && slot_hash != hash(&a) {
@@ -965,6 +952,13 @@ impl KeySpace {
         Ok(())
     }
 
+    /// Frees an item (or any block with a header) once the batch commits.
+    fn free_item(&mut self, item: u64) -> Result<(), StoreError> {
+        let h = self.header_at(item)?;
+        self.store.free(item, h.len);
+        Ok(())
+    }
+
     fn new_block(&mut self, bytes: &[u8]) -> Result<u64, StoreError> {
         let off = self.store.alloc(bytes.len() as u64)?;
         self.store.write_new(off, bytes)?;
@@ -1134,15 +1128,13 @@ impl KeySpace {
             if c.vtype == VT_KEYS {
                 self.free_key_item(item, true)?;
             } else {
-                let h = self.header_at(item)?;
-                self.store.free(item, h.len);
+                self.free_item(item)?;
             }
         }
         if c.dump != 0 {
-            let h = self.header_at(c.dump)?;
-            self.store.free(c.dump, h.len);
+            self.free_item(c.dump)?;
         }
-        self.store.free(c.slots, c.cap * Self::slot_size(&c));
+        self.store.free(c.slots, c.cap * slot_size(c.vtype));
         self.store.free(off, COLL_LEN);
         Ok(())
     }
@@ -1286,8 +1278,7 @@ impl KeySpace {
         match p.found {
             Some((i, old)) => {
                 self.store.write_word(c.slots + i * TABLE_SLOT + 8, item)?;
-                let hd = self.header_at(old)?;
-                self.store.free(old, hd.len);
+                self.free_item(old)?;
                 Ok(c)
             }
             None => self.table_insert(c, h, item, p),
@@ -1299,8 +1290,7 @@ impl KeySpace {
         let p = self.probe(&c, hash(name), name)?;
         match p.found {
             Some((i, old)) => {
-                let hd = self.header_at(old)?;
-                self.store.free(old, hd.len);
+                self.free_item(old)?;
                 self.table_remove_at(&c, i)
             }
             None => Ok(c),
@@ -1381,8 +1371,7 @@ impl KeySpace {
                 End::Tail => (c.aux + c.count - 1) & mask,
             };
             let item = self.store.read_word(c.slots + idx * DEQUE_SLOT)?;
-            let h = self.header_at(item)?;
-            self.store.free(item, h.len);
+            self.free_item(item)?;
             if end == End::Head {
                 c.aux = (c.aux + 1) & mask;
             }

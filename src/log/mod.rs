@@ -269,13 +269,9 @@ impl Log {
         Ok(log)
     }
 
-    fn reader(&self) -> LogReader {
-        LogReader::new(Arc::clone(&self.media), self.log_offset, self.capacity)
-    }
-
-    /// A reader of this log's region, for another thread.
+    /// A reader of this log's region (for another thread too).
     pub fn new_reader(&self) -> LogReader {
-        self.reader()
+        LogReader::new(Arc::clone(&self.media), self.log_offset, self.capacity)
     }
 
     /// Finds the end of the valid prefix and sets the state.
@@ -292,7 +288,7 @@ impl Log {
         } else {
             self.tail
         };
-        let reader = self.reader();
+        let reader = self.new_reader();
         let mut scratch = Vec::new();
         let mut pos = head;
         let mut lsn = self.head.lsn;
@@ -345,7 +341,7 @@ impl Log {
     pub fn records_from(&self, cursor: Cursor) -> Records<'_> {
         Records {
             log: self,
-            reader: self.reader(),
+            reader: self.new_reader(),
             cursor,
             done: false,
         }

@@ -197,8 +197,6 @@ pub struct Pool {
     info: PoolInfo,
     /// Holds the flock for the pool's lifetime (None for caller-supplied media).
     _lock: Option<File>,
-    /// How the pool was opened, to map it again after a repair regrows the file.
-    options: Option<PoolOptions>,
 }
 
 /// The path reported for media that does not come from a file.
@@ -225,10 +223,7 @@ impl Pool {
         let (media, reason) =
             MappedFile::open(path, sb.pool_size, opts.mode, opts.emulate_flush_delay_ns)
                 .map_err(|source| media_error(path, source))?;
-        let mut pool =
-            Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file), true)?;
-        pool.options = Some(opts.clone());
-        Ok(pool)
+        Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file), true)
     }
 
     /// Repairs a damaged log: durably drops everything after its valid prefix. Returns
@@ -355,7 +350,6 @@ impl Pool {
             log,
             info,
             _lock: lock,
-            options: None,
         })
     }
 
