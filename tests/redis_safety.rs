@@ -482,20 +482,8 @@ fn damaged_superblock_fails_load_with_one_line() {
         let mut bytes = std::fs::read(dir.pool()).unwrap();
         bytes[..8].copy_from_slice(b"XXXXXXXX");
         std::fs::write(dir.pool(), &bytes).unwrap();
-        let log = last_run(&spec.start_expecting_failure());
-        let path = dir.pool().display().to_string();
-        let ours: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("redis-nvm") && l.contains(&path))
-            .collect();
-        assert_eq!(
-            ours.len(),
-            1,
-            "{flavor:?}: one redis-nvm line naming {path}; log:\n{log}"
-        );
-        assert!(!log.contains("panic"), "{flavor:?}: {log}");
-        // The refusal left the pool as it was.
-        assert_eq!(std::fs::read(dir.pool()).unwrap(), bytes);
+        // One line naming the pool, no panic, the pool left as it was.
+        refused_start_line(flavor, &spec, &dir.pool());
     }
 }
 

@@ -5,7 +5,6 @@
 
 #![forbid(unsafe_code)]
 
-use super::ffi::Reply;
 use super::ffi::{Ctx, InfoCtx};
 use super::replayer;
 use super::state::{with_module, Module, Refusal};
@@ -148,7 +147,7 @@ pub fn nvm_check(ctx: Ctx, args: &[Vec<u8>]) {
     let dataset = args
         .first()
         .is_some_and(|a| a.eq_ignore_ascii_case(b"dataset"));
-    let mut lines = match check_log(ctx) {
+    let mut lines = match check_log() {
         Some(l) => l,
         None => return ctx.reply_error("ERR redis-nvm is not initialised"),
     };
@@ -258,26 +257,15 @@ fn compare_dataset(ctx: Ctx, r: &crate::replay::Replayer) -> Result<u64, String>
     ))
 }
 
-/// Every key of the selected db.
+/// Every key of the selected db, once each.
 fn scan_keys(ctx: Ctx) -> Vec<Vec<u8>> {
     let mut out = std::collections::BTreeSet::new();
-    let mut cursor = b"0".to_vec();
-    while let Reply::Array(parts) = ctx.call("SCAN", &[&cursor, b"COUNT", b"1000"]) {
-        let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1))
-        else {
-            break;
-        };
-        out.extend(keys.iter().filter_map(Reply::as_bytes).map(<[u8]>::to_vec));
-        if next.as_slice() == b"0" {
-            break;
-        }
-        cursor = next.clone();
-    }
+    ctx.scan_keys(|keys| out.extend(keys.iter().map(|k| k.to_vec())));
     out.into_iter().collect()
 }
 
 /// Re-reads and decodes the live log.
-fn check_log(_ctx: Ctx) -> Option<Vec<String>> {
+fn check_log() -> Option<Vec<String>> {
     with_module(|m| {
         let mut records = 0u64;
         let mut bytes = 0u64;

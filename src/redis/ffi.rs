@@ -196,6 +196,24 @@ impl Ctx {
         Ok(())
     }
 
+    /// Calls `f` with each batch of keys `SCAN` returns for the selected db (a key may
+    /// come twice while the db rehashes).
+    pub fn scan_keys(self, mut f: impl FnMut(&[&[u8]])) {
+        let mut cursor = b"0".to_vec();
+        while let Reply::Array(parts) = self.call("SCAN", &[&cursor, b"COUNT", b"1000"]) {
+            let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1))
+            else {
+                break;
+            };
+            let keys: Vec<&[u8]> = keys.iter().filter_map(Reply::as_bytes).collect();
+            f(&keys);
+            if next.as_slice() == b"0" {
+                break;
+            }
+            cursor = next.clone();
+        }
+    }
+
     /// `RedisModule_Call` with binary-safe arguments, errors returned as replies, and no
     /// propagation to AOF or replicas.
     pub fn call(self, command: &str, args: &[&[u8]]) -> Reply {

@@ -290,23 +290,14 @@ fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
         if !ctx.select_db(db) {
             continue;
         }
-        let mut cursor = b"0".to_vec();
-        while let Reply::Array(parts) = ctx.call("SCAN", &[&cursor, b"COUNT", b"1000"]) {
-            let (Some(Reply::Str(next)), Some(Reply::Array(keys))) = (parts.first(), parts.get(1))
-            else {
-                break;
-            };
+        ctx.scan_keys(|keys| {
             ctx.yield_to_clients(RESTORING);
-            for key in keys.iter().filter_map(Reply::as_bytes) {
+            for key in keys {
                 if let Some(effect) = whole_value(ctx, key) {
                     imported += u64::from(append_when_room(db as u8, &effect));
                 }
             }
-            if next.as_slice() == b"0" {
-                break;
-            }
-            cursor = next.clone();
-        }
+        });
     }
     ctx.select_db(0);
     imported
