@@ -500,6 +500,10 @@ impl KeySpace {
                     format!("table counts {} items but holds {}", c.count, out.len()),
                 ));
             }
+            // Slot order is hash order, i.e. random over the heap; whoever reads every
+            // item (open, load, free) goes ~3x faster in address order, where the
+            // hardware prefetcher can follow.
+            out.sort_unstable_by_key(|&(_, item)| item);
         }
         Ok(out)
     }
@@ -640,16 +644,12 @@ impl KeySpace {
             report.blocks += 1;
             report.bytes_reachable += len;
             let first = ((off - start) / GRAIN) as usize;
-            for g in first..first + (len / GRAIN) as usize {
-                let (w, b) = (g / 64, g % 64);
-                if marks[w] & (1 << b) != 0 {
-                    report.problems.push(Problem {
-                        offset: off,
-                        what: "block reached twice (overlapping or shared)".into(),
-                    });
-                    return false;
-                }
-                marks[w] |= 1 << b;
+            if !mark_grains(&mut marks, first, (len / GRAIN) as usize) {
+                report.problems.push(Problem {
+                    offset: off,
+                    what: "block reached twice (overlapping or shared)".into(),
+                });
+                return false;
             }
             true
         };
@@ -663,19 +663,9 @@ impl KeySpace {
             }
         }
         if report.problems.is_empty() {
-            let mut runs = Vec::new();
-            let mut g = 0;
-            while g < grains {
-                if marks[g / 64] & (1 << (g % 64)) != 0 {
-                    let s = g;
-                    while g < grains && marks[g / 64] & (1 << (g % 64)) != 0 {
-                        g += 1;
-                    }
-                    runs.push((start + s as u64 * GRAIN, (g - s) as u64 * GRAIN));
-                } else {
-                    g += 1;
-                }
-            }
+            let runs = marked_runs(&marks, grains)
+                .map(|(g, n)| (start + g as u64 * GRAIN, n as u64 * GRAIN))
+                .collect::<Vec<_>>();
             self.store.rebuild_free(runs.into_iter());
         }
         Ok(report)
@@ -734,6 +724,63 @@ impl KeySpace {
         }
         Ok(())
     }
+}
+
+/// Sets bits `first..first + count` of `marks`, a word at a time; false (and nothing
+/// set) if any of them was set already.
+fn mark_grains(marks: &mut [u64], first: usize, count: usize) -> bool {
+    let spans = || {
+        let mut g = first;
+        let end = first + count;
+        std::iter::from_fn(move || {
+            if g >= end {
+                return None;
+            }
+            let (w, b) = (g / 64, g % 64);
+            let n = (64 - b).min(end - g);
+            g += n;
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << b
+            };
+            Some((w, mask))
+        })
+    };
+    if spans().any(|(w, mask)| marks[w] & mask != 0) {
+        return false;
+    }
+    spans().for_each(|(w, mask)| marks[w] |= mask);
+    true
+}
+
+/// The runs (first grain, grains) of set bits among the first `grains` bits of `marks`,
+/// skipping whole words that are all set or all clear.
+fn marked_runs(marks: &[u64], grains: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let is_set = move |g: usize| g < grains && marks[g / 64] & (1 << (g % 64)) != 0;
+    // The first grain at or after `g` whose bit is `set`, or `grains`.
+    let next = move |mut g: usize, set: bool| {
+        while g < grains {
+            let word = if set { marks[g / 64] } else { !marks[g / 64] };
+            if g.is_multiple_of(64) && word == 0 {
+                g += 64;
+            } else if is_set(g) == set {
+                return g;
+            } else {
+                g += 1;
+            }
+        }
+        grains
+    };
+    let mut g = 0;
+    std::iter::from_fn(move || {
+        let first = next(g, true);
+        if first >= grains {
+            return None;
+        }
+        g = next(first, false);
+        Some((first, g - first))
+    })
 }
 
 fn problem_of(e: StoreError) -> Result<Problem, StoreError> {

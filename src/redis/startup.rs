@@ -334,36 +334,63 @@ fn append_when_room(db: u8, effect: &Effect) -> bool {
 }
 
 /// Loads every key of the key space into the server; returns (keys, failures).
+///
+/// A reader thread decodes the key space (address order, see `KeySpace::visit`) into
+/// batches while the main thread only inserts them: the server's own work (dict
+/// lookups, inserts, rehashing) is most of a load, and on a second core the decoding
+/// costs the main thread nothing.
 fn load_keyspace(ctx: Ctx) -> (u64, u64) {
     let Some(shared) = replayer::shared() else {
         return (0, 0);
     };
     let r = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let keyspace = r.keyspace();
     let mut loaded = 0u64;
     let mut failed = 0u64;
-    let result = r.keyspace().visit(|db, key, entry| {
-        if loaded.is_multiple_of(YIELD_EVERY) {
+    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<LoadedKey>>(LOAD_QUEUE);
+    let read = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(LOAD_BATCH);
+            let result = keyspace.visit(|db, key, entry| {
+                batch.push((db, key.to_vec(), entry));
+                if batch.len() == LOAD_BATCH {
+                    // The main thread receives until this thread ends: a send cannot fail.
+                    let _ = batches.send(std::mem::take(&mut batch));
+                }
+                Ok(())
+            });
+            if !batch.is_empty() {
+                let _ = batches.send(batch);
+            }
+            result
+        });
+        for batch in received {
             with_module(|m| m.stats.loaded_keys = loaded);
             ctx.yield_to_clients(RESTORING);
-        }
-        for effect in effects_of(key, entry) {
-            if let Err(e) = restore::apply(ctx, db, &effect) {
-                failed += 1;
-                if failed <= 10 {
-                    ctx.log(
-                        "warning",
-                        &format!(
-                            "redis-nvm: loading key {:?} of db {db}: {e}",
-                            String::from_utf8_lossy(key)
-                        ),
-                    );
+            for (db, key, entry) in batch {
+                if let Err(e) = load_key(ctx, db, &key, entry) {
+                    failed += 1;
+                    if failed <= 10 {
+                        ctx.log(
+                            "warning",
+                            &format!(
+                                "redis-nvm: loading key {:?} of db {db}: {e}",
+                                String::from_utf8_lossy(&key)
+                            ),
+                        );
+                    }
                 }
+                loaded += 1;
             }
         }
-        loaded += 1;
-        Ok(())
+        reader.join()
     });
-    if let Err(e) = result {
+    let problem = match read {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("the reader thread panicked".to_string()),
+    };
+    if let Some(e) = problem {
         ctx.log(
             "warning",
             &format!("redis-nvm: the key space could not be read completely: {e} (see NVM.CHECK)"),
@@ -371,6 +398,27 @@ fn load_keyspace(ctx: Ctx) -> (u64, u64) {
         failed += 1;
     }
     (loaded, failed)
+}
+
+/// (db, key, stored entry), as the load's reader thread hands them over.
+type LoadedKey = (u8, Vec<u8>, StoredEntry);
+
+/// Keys per batch handed from the reader thread to the main thread, and batches queued.
+const LOAD_BATCH: usize = 256;
+const LOAD_QUEUE: usize = 64;
+
+/// Recreates one stored key in the server (strings straight through the key API).
+fn load_key(ctx: Ctx, db: u8, key: &[u8], entry: StoredEntry) -> Result<(), String> {
+    if let StoredValue::String(s) = &entry.value {
+        if !ctx.select_db(i32::from(db)) {
+            return Err(format!("cannot select db {db}"));
+        }
+        return ctx.put_string(key, s, entry.expire_at_ms);
+    }
+    for effect in effects_of(key, entry) {
+        restore::apply(ctx, db, &effect)?;
+    }
+    Ok(())
 }
 
 /// The effects that recreate a stored key in the server.
