@@ -231,13 +231,17 @@ impl KeySpace {
         next: Cursor,
     ) -> Result<(), StoreError> {
         let mut n = 0;
+        // Counted only once the batch commits: an aborted batch is retried (smaller),
+        // and its skipped effects would otherwise count twice.
+        let mut skipped = 0;
+        let mut last_skip = None;
         for (db, effect) in records {
             n += 1;
             match self.apply(db, effect) {
                 Ok(()) => {}
                 Err(ApplyFail::Mismatch(why)) => {
-                    self.stats.apply_errors += 1;
-                    self.stats.last_apply_error = Some(why);
+                    skipped += 1;
+                    last_skip = Some(why);
                 }
                 Err(ApplyFail::Store(e)) => return Err(e),
             }
@@ -249,6 +253,10 @@ impl KeySpace {
         self.store.commit()?;
         self.stats.batches += 1;
         self.stats.records += n;
+        self.stats.apply_errors += skipped;
+        if last_skip.is_some() {
+            self.stats.last_apply_error = last_skip;
+        }
         Ok(())
     }
 
