@@ -82,15 +82,34 @@ pub fn publish_keyspace(r: &Replayer) {
     p.applied_pos.store(a.pos, Ordering::Release);
 }
 
-/// Starts the thread (once).
-pub fn start(replayer: Arc<Mutex<Replayer>>) -> std::io::Result<()> {
+/// Starts the thread (once). `log_capacity` sizes how much backlog is worth a batch.
+pub fn start(replayer: Arc<Mutex<Replayer>>, log_capacity: u64) -> std::io::Result<()> {
+    replayer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_pause(YIELD_EVERY, std::thread::yield_now);
     *REPLAYER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&replayer));
+    let fold_bytes = (log_capacity / 64).clamp(1, FOLD_BYTES);
     let handle = std::thread::Builder::new()
         .name("nvm-replayer".into())
-        .spawn(move || run(replayer))?;
+        .spawn(move || run(replayer, fold_bytes))?;
     *THREAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     Ok(())
 }
+
+/// A backlog this large (or 1/16 of the log, if smaller) is folded at once; a smaller
+/// one waits until its oldest record is `FOLD_DELAY` old. Batches of a few records
+/// cost a journal commit each and wake the thread thousands of times a second, taking
+/// CPU from the main thread on small machines; waiting costs nothing in durability (the
+/// log is durable) and little log space.
+const FOLD_BYTES: u64 = 64 << 10;
+const FOLD_DELAY: Duration = Duration::from_millis(1);
+/// Records applied between two offers of the CPU to the main thread (a batch of
+/// thousands would otherwise hold a core for milliseconds, which on a small machine
+/// the main thread waits out).
+const YIELD_EVERY: usize = 32;
+const MIN_POLL: Duration = Duration::from_micros(50);
+const MAX_POLL: Duration = Duration::from_millis(1);
 
 /// Asks the thread to stop after its current batch, and waits for it.
 pub fn stop() {
@@ -101,16 +120,41 @@ pub fn stop() {
     }
 }
 
-fn run(replayer: Arc<Mutex<Replayer>>) {
+fn run(replayer: Arc<Mutex<Replayer>>, fold_bytes: u64) {
     let p = &*PUBLISHED;
     let mut window_start = Instant::now();
     let mut window_records = 0u64;
-    let mut idle = Duration::from_micros(50);
+    let mut pending_since: Option<Instant> = None;
+    // Polls back off from MIN_POLL while there is nothing (or not enough) to fold, so
+    // a filling log is noticed within MIN_POLL of the last batch, and an idle thread
+    // wakes only every MAX_POLL.
+    let mut poll = MIN_POLL;
     while !p.stop.load(Ordering::Acquire) {
         let end = Cursor {
             pos: p.durable_pos.load(Ordering::Acquire),
             lsn: p.durable_lsn.load(Ordering::Acquire),
         };
+        let backlog = end
+            .pos
+            .saturating_sub(p.applied_pos.load(Ordering::Acquire));
+        let waited = match backlog {
+            0 => {
+                pending_since = None;
+                Duration::ZERO
+            }
+            _ => pending_since.get_or_insert_with(Instant::now).elapsed(),
+        };
+        if backlog == 0 || (backlog < fold_bytes && waited < FOLD_DELAY) {
+            let wait = match backlog {
+                0 => poll,
+                _ => poll.min(FOLD_DELAY - waited),
+            };
+            std::thread::sleep(wait);
+            poll = (poll * 2).min(MAX_POLL);
+            continue;
+        }
+        pending_since = None;
+        poll = MIN_POLL;
         let outcome = {
             let mut r = replayer.lock().unwrap_or_else(|e| e.into_inner());
             // A panic here must not take the server down: it stalls the replayer.
@@ -127,12 +171,8 @@ fn run(replayer: Arc<Mutex<Replayer>>) {
             }
         };
         match outcome {
-            Ok(0) => {
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(2));
-            }
+            Ok(0) => std::thread::sleep(MIN_POLL),
             Ok(n) => {
-                idle = Duration::from_micros(50);
                 p.records.fetch_add(n, Ordering::Relaxed);
                 p.batches.fetch_add(1, Ordering::Relaxed);
                 window_records += n;

@@ -108,8 +108,9 @@ pub fn run(ctx: Ctx) {
     let (loaded, load_errors) = load_keyspace(ctx);
     let (replayed, mut replay_errors, damage) = replay(ctx);
     replay_errors += load_errors;
+    let log_capacity = with_module(|m| m.pool.log().capacity()).unwrap_or(0);
     if let Some(r) = replayer::shared() {
-        if let Err(e) = replayer::start(r) {
+        if let Err(e) = replayer::start(r, log_capacity) {
             ctx.log(
                 "warning",
                 &format!("redis-nvm: cannot start the replayer thread ({e}); the log will fill and writes will be refused"),
