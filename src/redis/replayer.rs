@@ -84,10 +84,6 @@ pub fn publish_keyspace(r: &Replayer) {
 
 /// Starts the thread (once). `log_capacity` sizes how much backlog is worth a batch.
 pub fn start(replayer: Arc<Mutex<Replayer>>, log_capacity: u64) -> std::io::Result<()> {
-    replayer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .set_pause(YIELD_EVERY, std::thread::yield_now);
     *REPLAYER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&replayer));
     let fold_bytes = (log_capacity / 64).clamp(1, FOLD_BYTES);
     let handle = std::thread::Builder::new()
@@ -97,17 +93,13 @@ pub fn start(replayer: Arc<Mutex<Replayer>>, log_capacity: u64) -> std::io::Resu
     Ok(())
 }
 
-/// A backlog this large (or 1/16 of the log, if smaller) is folded at once; a smaller
+/// A backlog this large (or 1/64 of the log, if smaller) is folded at once; a smaller
 /// one waits until its oldest record is `FOLD_DELAY` old. Batches of a few records
 /// cost a journal commit each and wake the thread thousands of times a second, taking
 /// CPU from the main thread on small machines; waiting costs nothing in durability (the
 /// log is durable) and little log space.
 const FOLD_BYTES: u64 = 64 << 10;
 const FOLD_DELAY: Duration = Duration::from_millis(1);
-/// Records applied between two offers of the CPU to the main thread (a batch of
-/// thousands would otherwise hold a core for milliseconds, which on a small machine
-/// the main thread waits out).
-const YIELD_EVERY: usize = 32;
 const MIN_POLL: Duration = Duration::from_micros(50);
 const MAX_POLL: Duration = Duration::from_millis(1);
 

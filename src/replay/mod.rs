@@ -72,8 +72,6 @@ pub struct Replayer {
     limits: BatchLimits,
     /// Decoded records of the batch being built (reused).
     batch: Vec<(u8, Effect)>,
-    /// Called every so many records while a batch is applied (see `set_pause`).
-    pause: Option<(usize, fn())>,
 }
 
 impl Replayer {
@@ -91,15 +89,7 @@ impl Replayer {
             next,
             limits,
             batch: Vec::new(),
-            pause: None,
         })
-    }
-
-    /// Calls `f` after every `every` records applied within a batch: the owner of the
-    /// thread can give the CPU back there (a batch is one atomic commit, but need not be
-    /// one uninterrupted run on the CPU).
-    pub fn set_pause(&mut self, every: usize, f: fn()) {
-        self.pause = Some((every.max(1), f));
     }
 
     pub fn keyspace(&self) -> &KeySpace {
@@ -152,18 +142,7 @@ impl Replayer {
             } else {
                 self.cursor_after(take)?
             };
-            let pause = self.pause;
-            let records = self.batch[..take]
-                .iter()
-                .enumerate()
-                .map(move |(i, (db, e))| {
-                    if let Some((every, f)) = pause {
-                        if i > 0 && i % every == 0 {
-                            f();
-                        }
-                    }
-                    (*db, e)
-                });
+            let records = self.batch[..take].iter().map(|(db, e)| (*db, e));
             match self.keyspace.apply_batch(records, end) {
                 Ok(()) => {
                     self.next = end;
