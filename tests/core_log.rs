@@ -212,9 +212,54 @@ fn commit_word_out_of_range_detected_and_repairable() {
     assert!(c.reason.contains("commit word"), "{c}");
     // The records before the damage remain readable.
     assert_eq!(ok_records(&pool).len(), 5);
-    pool.log_mut().repair_truncate().unwrap();
+    pool.log_mut().repair_truncate(false).unwrap();
     assert_eq!(pool.log().state(), &LogState::Writable);
     assert_eq!(pool.log().used_bytes(), offset_of(6) - log_offset());
+}
+
+/// The key-space root names the log's head; when it is damaged, nothing parses at the
+/// head it names, and a plain repair would drop every live record: it needs FORCE.
+#[test]
+fn damage_at_the_head_is_not_repaired_without_force() {
+    let mut image = image_with(5);
+    let at = (redis_nvm::pool::ROOT_OFFSET + redis_nvm::keyspace::layout::ROOT_LOG_HEAD) as usize;
+    // The head moved into the middle of record 2 (still 8-aligned).
+    let wrong_head = offset_of(2) - log_offset() + 8;
+    image[at..at + 8].copy_from_slice(&wrong_head.to_le_bytes());
+    let mut pool = reopen(image.clone());
+    let c = corruption(&pool);
+    assert!(c.at_head, "{c}");
+    let err = pool.log_mut().repair_truncate(false).unwrap_err();
+    assert!(matches!(err, LogError::RepairRefused(_)), "{err}");
+    assert!(err.to_string().contains("FORCE"), "{err}");
+    assert!(matches!(pool.log().state(), LogState::Corrupt(_)));
+    // Restoring the root's word brings every record back: nothing was lost.
+    image[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    let pool = reopen(image.clone());
+    assert_eq!(pool.log().state(), &LogState::Writable);
+    assert_eq!(ok_records(&pool).len(), 5);
+
+    // A damaged first record looks the same; FORCE drops the log, as asked.
+    image[(offset_of(1) + HEADER_LEN) as usize] ^= 0xff;
+    let mut pool = reopen(image);
+    assert!(corruption(&pool).at_head);
+    assert!(pool.log_mut().repair_truncate(false).is_err());
+    let dropped = pool.log_mut().repair_truncate(true).unwrap();
+    assert_eq!(dropped, offset_of(6) - offset_of(1));
+    assert_eq!(pool.log().state(), &LogState::Writable);
+}
+
+/// Damage after the first record is repaired without FORCE.
+#[test]
+fn damage_past_the_head_needs_no_force() {
+    let mut image = image_with(5);
+    image[(offset_of(3) + HEADER_LEN) as usize] ^= 0xff;
+    let mut pool = reopen(image);
+    assert!(!corruption(&pool).at_head);
+    assert_eq!(
+        pool.log_mut().repair_truncate(false).unwrap(),
+        offset_of(6) - offset_of(3)
+    );
 }
 
 #[test]
@@ -312,13 +357,13 @@ fn repair_truncate_then_append_survives_reopen() {
     let sim = CrashSim::from_image(image);
     let mut pool = Pool::from_media(Box::new(sim.clone()), false).unwrap();
     assert_eq!(corruption(&pool).lsn, 8);
-    let dropped = pool.log_mut().repair_truncate().unwrap();
+    let dropped = pool.log_mut().repair_truncate(false).unwrap();
     assert_eq!(
         dropped,
         (8..=10).map(|i| record_len(10 * i + 3)).sum::<u64>()
     );
     assert_eq!(pool.log().state(), &LogState::Writable);
-    assert_eq!(pool.log_mut().repair_truncate().unwrap(), 0);
+    assert_eq!(pool.log_mut().repair_truncate(false).unwrap(), 0);
     let lsn = pool
         .log_mut()
         .append(&[RecordRef {

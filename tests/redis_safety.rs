@@ -1096,10 +1096,17 @@ fn admin_surface() {
         let check = c.cmd(&["NVM.CHECK"]).text();
         assert!(check.contains("result:ok"), "{flavor:?}: {check}");
         assert!(check.contains(&format!("last_lsn:{last_lsn}")), "{check}");
-        let r = c.cmd(&["NVM.REPAIR"]);
+        for args in [&["NVM.REPAIR"][..], &["NVM.REPAIR", "FORCE"]] {
+            let r = c.cmd(args);
+            assert!(
+                r.err().is_some_and(|e| e.contains("nothing to repair")),
+                "{flavor:?}: {args:?} on a healthy pool: {r:?}"
+            );
+        }
+        let r = c.cmd(&["NVM.REPAIR", "NOW"]);
         assert!(
-            r.err().is_some(),
-            "{flavor:?}: repair of a healthy pool: {r:?}"
+            r.err().is_some_and(|e| e.contains("NVM.REPAIR [FORCE]")),
+            "{flavor:?}: NVM.REPAIR with a wrong argument: {r:?}"
         );
 
         // The pool is locked while the server runs; after SIGKILL the tool reads it.

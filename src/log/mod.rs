@@ -33,6 +33,10 @@ pub struct Corruption {
     /// The lsn the next valid record would have had.
     pub lsn: u64,
     pub reason: String,
+    /// Not one live record could be read from the log's head on. The head comes from the
+    /// key-space root, so the root may be the damaged part, and a repair would drop
+    /// every live record: `repair_truncate` then needs `force`.
+    pub at_head: bool,
 }
 
 impl fmt::Display for Corruption {
@@ -41,7 +45,15 @@ impl fmt::Display for Corruption {
             f,
             "corrupt log record at pool offset {} (expected lsn {}): {}",
             self.offset, self.lsn, self.reason
-        )
+        )?;
+        if self.at_head {
+            write!(
+                f,
+                " [at the log's head, which the key-space root names: the root may be the \
+                 damaged part; NVM.REPAIR needs FORCE]"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -68,6 +80,8 @@ pub enum LogError {
     Corrupt(Corruption),
     Poisoned(String),
     Media(MediaError),
+    /// `repair_truncate` without `force` where the damage may be the root's.
+    RepairRefused(String),
 }
 
 impl fmt::Display for LogError {
@@ -84,6 +98,7 @@ impl fmt::Display for LogError {
             LogError::Corrupt(c) => write!(f, "{c}"),
             LogError::Poisoned(why) => write!(f, "log refuses writes: {why}"),
             LogError::Media(e) => write!(f, "log media error: {e}"),
+            LogError::RepairRefused(why) => write!(f, "repair refused: {why}"),
         }
     }
 }
@@ -231,6 +246,7 @@ impl LogReader {
                 offset: self.physical(cursor.pos),
                 lsn: cursor.lsn,
                 reason,
+                at_head: false,
             })),
             Err(ReadError::Media(e)) => Err(LogError::Media(e)),
         }
@@ -308,6 +324,7 @@ impl Log {
         }
         self.valid_end = pos;
         self.last_lsn = lsn - 1;
+        let at_head = pos == head && (bad_word || self.tail > head);
         let corruption = if bad_word {
             Some(Corruption {
                 offset: self.tail_word,
@@ -317,12 +334,14 @@ impl Log {
                      whose live records start at {head}",
                     self.tail, self.capacity
                 ),
+                at_head,
             })
         } else {
             damage.map(|(p, reason)| Corruption {
                 offset: reader.physical(p),
                 lsn,
                 reason,
+                at_head,
             })
         };
         if let Some(c) = corruption {
@@ -563,16 +582,25 @@ impl Log {
 
     /// Drops everything after the valid prefix by durably moving the commit word back to
     /// its end; returns the committed bytes dropped. A no-op on a writable log.
-    pub fn repair_truncate(&mut self) -> Result<u64, LogError> {
-        match &self.state {
+    pub fn repair_truncate(&mut self, force: bool) -> Result<u64, LogError> {
+        let at_head = match &self.state {
             LogState::Writable => return Ok(0),
             LogState::Poisoned(why) => return Err(LogError::Poisoned(why.clone())),
-            LogState::Corrupt(_) => {}
-        }
+            LogState::Corrupt(c) => c.at_head,
+        };
         // Committed bytes past the valid prefix (an impossible commit word counts up to
         // the capacity).
         let end = self.tail.min(self.head.pos.saturating_add(self.capacity));
         let dropped = end.saturating_sub(self.valid_end);
+        if at_head && dropped > 0 && !force {
+            return Err(LogError::RepairRefused(format!(
+                "no record can be read at the log's head (position {}, lsn {}), which the key-space \
+                 root names: if the root is what is damaged, the {dropped} bytes of live records \
+                 are intact and a repair would drop them all. Copy the pool file aside and inspect \
+                 it (nvm-tool check); repair with FORCE only if the log itself is damaged",
+                self.head.pos, self.head.lsn
+            )));
+        }
         let res = self
             .media
             .store_u64_atomic(self.tail_word, self.valid_end)

@@ -227,13 +227,16 @@ impl Pool {
     }
 
     /// Repairs a damaged log: durably drops everything after its valid prefix. Returns
-    /// the committed bytes dropped.
-    pub fn repair(&mut self) -> Result<u64, PoolError> {
+    /// the committed bytes dropped. Damage at the log's head needs `force` (see
+    /// `Log::repair_truncate`).
+    pub fn repair(&mut self, force: bool) -> Result<u64, PoolError> {
         let path = self.info.path.clone();
-        self.log.repair_truncate().map_err(|e| PoolError::Repair {
-            path,
-            reason: e.to_string(),
-        })
+        self.log
+            .repair_truncate(force)
+            .map_err(|e| PoolError::Repair {
+                path,
+                reason: e.to_string(),
+            })
     }
 
     /// Opens an existing pool for inspection: read-only mapping, shared lock (so it fails

@@ -15,7 +15,7 @@ use crate::pmem::MediaMode;
 pub const HELP: &[&str] = &[
     "NVM.INFO      -- the pool: path, persistence mode and why, size, log use, last lsn, state, counters.",
     "NVM.CHECK     -- re-reads the whole log: checksums, lsn order, and that every record decodes.",
-    "NVM.REPAIR    -- after damage was found: drops the log from the damaged record on, so writes are accepted again.",
+    "NVM.REPAIR [FORCE] -- after damage was found: drops the log from the damaged record on, so writes are accepted again (FORCE: damage at the log's head, see the refusal).",
     "NVM.HELP      -- this text.",
     "Also: INFO nvm; CONFIG GET nvm.*; the offline tool `nvm-tool check <pool>`.",
 ];
@@ -305,12 +305,20 @@ fn check_log() -> Option<Vec<String>> {
     })
 }
 
-pub fn nvm_repair(ctx: Ctx) {
+pub fn nvm_repair(ctx: Ctx, args: &[Vec<u8>]) {
+    let force = match args {
+        [] => false,
+        [f] if f.eq_ignore_ascii_case(b"FORCE") => true,
+        _ => {
+            ctx.reply_error("ERR syntax: NVM.REPAIR [FORCE]");
+            return;
+        }
+    };
     let result = with_module(|m| {
         if !matches!(m.refusal, Some(Refusal::Corrupt(_))) {
             return Err("ERR nothing to repair: the pool is not damaged".to_string());
         }
-        match m.pool.repair() {
+        match m.pool.repair(force) {
             Ok(dropped) => {
                 m.refusal = None;
                 m.update_admission();

@@ -387,23 +387,27 @@ macro_rules! command_callback {
             })
         }
     };
+    // The body also takes the arguments after the command name.
+    ($name:ident, $what:literal, $body:path, with_args) => {
+        unsafe extern "C" fn $name(
+            ctx: *mut RedisModuleCtx,
+            argv: *mut *mut RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            let ctx = Ctx(ctx);
+            let args = ffi::args(argv, argc);
+            guarded(Some(ctx), $what, OK, || {
+                $body(ctx, args.get(1..).unwrap_or(&[]));
+                OK
+            })
+        }
+    };
 }
 
 command_callback!(cmd_info, "NVM.INFO", commands::nvm_info);
 command_callback!(cmd_help, "NVM.HELP", commands::nvm_help);
-unsafe extern "C" fn cmd_check(
-    ctx: *mut RedisModuleCtx,
-    argv: *mut *mut RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    let ctx = Ctx(ctx);
-    let args = ffi::args(argv, argc);
-    guarded(Some(ctx), "NVM.CHECK", OK, || {
-        commands::nvm_check(ctx, args.get(1..).unwrap_or(&[]));
-        OK
-    })
-}
-command_callback!(cmd_repair, "NVM.REPAIR", commands::nvm_repair);
+command_callback!(cmd_check, "NVM.CHECK", commands::nvm_check, with_args);
+command_callback!(cmd_repair, "NVM.REPAIR", commands::nvm_repair, with_args);
 command_callback!(cmd_refused, "refusal", commands::nvm_refused);
 
 unsafe extern "C" fn on_info(ictx: *mut RedisModuleInfoCtx, _for_crash_report: c_int) {
