@@ -1469,3 +1469,68 @@ impl KeySpace {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{mark_grains, marked_runs};
+    use proptest::prelude::*;
+
+    /// The runs of set bits, one bit at a time (the reference for `marked_runs`).
+    fn runs_bit_by_bit(marks: &[u64], grains: usize) -> Vec<(usize, usize)> {
+        let set = |g: usize| marks[g / 64] & (1 << (g % 64)) != 0;
+        let mut runs = Vec::new();
+        let mut g = 0;
+        while g < grains {
+            if set(g) {
+                let first = g;
+                while g < grains && set(g) {
+                    g += 1;
+                }
+                runs.push((first, g - first));
+            } else {
+                g += 1;
+            }
+        }
+        runs
+    }
+
+    proptest! {
+        #[test]
+        fn marking_matches_bit_by_bit(
+            blocks in proptest::collection::vec((0usize..700, 1usize..150), 0..40),
+        ) {
+            let grains: usize = 900;
+            let mut marks = vec![0u64; grains.div_ceil(64)];
+            let mut reference = vec![false; grains];
+            for (first, count) in blocks {
+                let count = count.min(grains - first.min(grains));
+                if count == 0 {
+                    continue;
+                }
+                let overlaps = reference[first..first + count].iter().any(|&b| b);
+                let before = marks.clone();
+                prop_assert_eq!(mark_grains(&mut marks, first, count), !overlaps);
+                if overlaps {
+                    prop_assert_eq!(&marks, &before, "a refused mark must set nothing");
+                } else {
+                    reference[first..first + count].iter_mut().for_each(|b| *b = true);
+                }
+            }
+            for (g, &b) in reference.iter().enumerate() {
+                prop_assert_eq!(marks[g / 64] & (1 << (g % 64)) != 0, b);
+            }
+            let runs: Vec<_> = marked_runs(&marks, grains).collect();
+            prop_assert_eq!(runs, runs_bit_by_bit(&marks, grains));
+        }
+    }
+
+    #[test]
+    fn runs_across_whole_words() {
+        let mut marks = vec![0u64; 4];
+        assert!(mark_grains(&mut marks, 10, 180));
+        assert!(!mark_grains(&mut marks, 189, 1), "the last grain is taken");
+        assert!(mark_grains(&mut marks, 190, 2));
+        assert_eq!(marked_runs(&marks, 256).collect::<Vec<_>>(), [(10, 182)]);
+        assert_eq!(marked_runs(&marks, 100).collect::<Vec<_>>(), [(10, 90)]);
+    }
+}
