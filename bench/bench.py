@@ -39,6 +39,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ from importing dataset.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dataset import (  # noqa: E402  (the harness utilities the benchmarks share)
+    HarnessError, free_port, fs_type, log, on_sigterm, parse_info, pick_disk_root, run_version, tail,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 ALL_CONFIGS = ["nvm-emulate", "nvm-msync", "no-persistence", "aof-everysec", "aof-always"]
 PIPELINES = [1, 16]
@@ -48,47 +54,6 @@ P1_DIVISOR = 4
 # Running it with the full count would take tens of minutes, so it gets 1/MSYNC_DIVISOR.
 MSYNC_DIVISOR = 50
 WARMUP_DIVISOR = 10  # one unreported P16 warm-up run per config with N/10 (after the divisors)
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-class HarnessError(Exception):
-    pass
-
-
-def fs_type(path):
-    """Filesystem type of the filesystem holding path (as `df --output=fstype` says)."""
-    p = Path(path)
-    while not p.exists():
-        p = p.parent
-    out = subprocess.run(["df", "--output=fstype", str(p)], capture_output=True, text=True, timeout=10)
-    lines = out.stdout.split()
-    return lines[-1] if out.returncode == 0 and len(lines) >= 2 else "unknown"
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path, lines=20):
-    try:
-        text = Path(path).read_text(errors="replace").splitlines()
-    except OSError as e:
-        return f"(cannot read {path}: {e})"
-    return "\n".join(text[-lines:]) if text else f"({path} is empty)"
-
-
-def parse_info(text):
-    fields = {}
-    for line in text.splitlines():
-        if ":" in line and not line.startswith("#"):
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    return fields
 
 
 class Server:
@@ -224,19 +189,6 @@ class Server:
                 log(f"{self.name}: could not delete pool {self.pool}: {e}")
 
 
-def pick_disk_root(args):
-    """A work directory not on tmpfs: <repo>/target/bench-tmp, else /var/tmp/redis-nvm-bench."""
-    candidates = [Path(args.work_dir)] if args.work_dir else [REPO / "target" / "bench-tmp",
-                                                              Path("/var/tmp/redis-nvm-bench")]
-    for root in candidates:
-        kind = fs_type(root)
-        if kind != "tmpfs":
-            return root, kind
-    root = candidates[0]
-    log(f"WARNING: {root} is on tmpfs: the AOF and msync numbers will not reflect a disk")
-    return root, fs_type(root)
-
-
 def requests_for(name, pipeline, n):
     r = n if pipeline == 16 else n // P1_DIVISOR
     if name == "nvm-msync":
@@ -250,14 +202,6 @@ def fmt_rate(x):
 
 def fmt_ratio(a, b):
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
-
-
-def run_version(binary):
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-        return (out.stdout + out.stderr).strip() or f"(no output, status {out.returncode})"
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"(cannot run {binary}: {e})"
 
 
 def report(args, servers, disk_root, disk_fs, started, finished):
@@ -400,16 +344,14 @@ def parse_args():
     return args
 
 
-def on_sigterm(signum, frame):
-    raise KeyboardInterrupt()
-
-
 def main():
     args = parse_args()
     # A SIGTERM to the harness unwinds like Ctrl-C, so the finally block stops the servers.
     signal.signal(signal.SIGTERM, on_sigterm)
     started = datetime.datetime.now(datetime.timezone.utc)
-    disk_root, disk_fs = pick_disk_root(args)
+    disk_root, disk_fs = pick_disk_root(
+        args.work_dir, on_tmpfs="the AOF and msync numbers will not reflect a disk"
+    )
     run_dir = disk_root / f"run-{started.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     log(f"work dir {run_dir} ({disk_fs})")
     servers = []

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Shared helpers of the dataset benchmarks (restart.py, latency.py): servers and the dataset.
+"""Shared helpers of the benchmarks: harness utilities (all three), servers and the dataset
+(restart.py, latency.py).
 
 Role: start and stop a server child process (module or stock configuration) on its own
 127.0.0.1 port, --dir and --logfile; talk RESP to it over a plain socket; and load one
@@ -140,9 +141,9 @@ def dir_size(path):
     return total
 
 
-def pick_disk_root(work_dir):
+def pick_disk_root(work_dir, on_tmpfs="RDB/AOF files will not be on a disk"):
     """A work directory not on tmpfs: --work-dir, else <repo>/target/bench-tmp, else
-    /var/tmp/redis-nvm-bench. Returns (root, fstype)."""
+    /var/tmp/redis-nvm-bench. Returns (root, fstype); warns with `on_tmpfs` if all are tmpfs."""
     candidates = [Path(work_dir)] if work_dir else [REPO / "target" / "bench-tmp",
                                                     Path("/var/tmp/redis-nvm-bench")]
     for root in candidates:
@@ -150,7 +151,7 @@ def pick_disk_root(work_dir):
         if kind != "tmpfs":
             return root, kind
     root = candidates[0]
-    log(f"WARNING: {root} is on tmpfs: RDB/AOF files will not be on a disk")
+    log(f"WARNING: {root} is on tmpfs: {on_tmpfs}")
     return root, fs_type(root)
 
 
