@@ -37,13 +37,16 @@ Standard library only (Python 3.11).
 """
 
 import argparse
+import datetime
 import os
 import random
 import re
 import select
 import shlex
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -710,21 +713,124 @@ def check_key0(server, ds):
 
 # --------------------------------------------------------------------------- CLI
 
+# --------------------------------------------------------------------------- harness of restart.py, latency.py
+
+def add_dataset_args(ap):
+    ap.add_argument("--keys", type=int, default=DEFAULT_KEYS, help="string keys of the dataset (the scale)")
+    ap.add_argument("--collections", type=int, default=DEFAULT_COLLECTIONS, help="hashes, lists, sets, zsets each")
+    ap.add_argument("--elements", type=int, default=DEFAULT_ELEMENTS, help="elements per collection")
+    ap.add_argument("--ttl-keys", type=int, default=DEFAULT_TTL_KEYS, help="strings with a far-future TTL")
+    ap.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="commands per redis-cli --pipe run")
+
+
+def dataset_of(args):
+    return Dataset(args.keys, args.collections, args.elements, args.ttl_keys)
+
+
+def add_harness_args(ap, all_configs, work_dir_holds):
+    """The options restart.py and latency.py share (the dataset's included)."""
+    add_dataset_args(ap)
+    ap.add_argument("--configs", default=",".join(all_configs), help="comma list of configs")
+    ap.add_argument("--module", default=str(DEFAULT_MODULE), help="path of the module .so")
+    ap.add_argument("--pool-size", default="4gb", help="module pool size")
+    ap.add_argument("--pool-dir", default="/dev/shm", help="where the pool file goes (a run dir is made in it)")
+    ap.add_argument("--work-dir", help=f"on-disk dir for --dir, {work_dir_holds} "
+                    "(default: <repo>/target/bench-tmp, or /var/tmp/redis-nvm-bench if that is tmpfs)")
+    ap.add_argument("--server", default="redis-server", help="server binary (e.g. valkey-server)")
+    ap.add_argument("--cli", default="redis-cli", help="cli binary (redis-cli --pipe loads the data)")
+    ap.add_argument("--out", help="also write the markdown report to this file")
+
+
+def check_harness_args(ap, args, all_configs, tools):
+    """Validates the shared options (ap.error on a bad one); args.configs becomes a list."""
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in all_configs]
+    if unknown or not configs:
+        ap.error(f"unknown config(s) {unknown}; choose from {','.join(all_configs)}")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            ap.error(f"{tool} not found in PATH")
+    args.configs = configs
+    args.module = str(Path(args.module).resolve())
+    if "nvm" in configs and not Path(args.module).is_file():
+        ap.error(f"module not found: {args.module} (cargo build --release)")
+
+
+class RunDirs:
+    """A run's work dir on disk and its pool dir, named after the benchmark and its start."""
+
+    def __init__(self, kind, args):
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.disk_root, self.disk_fs = pick_disk_root(args.work_dir)
+        tag = f"{kind}-{self.started.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.disk = self.disk_root / tag
+        self.pool = Path(args.pool_dir) / f"redis-nvm-{tag}"
+        log(f"work dir {self.disk} ({self.disk_fs}), pool dir {self.pool}")
+
+    def create(self):
+        self.disk.mkdir(parents=True, exist_ok=True)
+        self.pool.mkdir(parents=True, exist_ok=True)
+
+    def remove(self, cfgs):
+        """Kills every helper and server, deletes pools and both dirs (every path out)."""
+        kill_helpers()
+        for c in cfgs:
+            c.server.kill9()
+            c.server.remove_pool()
+        shutil.rmtree(self.pool, ignore_errors=True)
+        shutil.rmtree(self.disk, ignore_errors=True)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def errors_section(cfgs):
+    """The report's "## Errors" lines for configs that failed (none if none did)."""
+    problems = [c for c in cfgs if c.error or c.run_errors]
+    if not problems:
+        return []
+    lines = ["## Errors", ""]
+    for c in problems:
+        for e in ([c.error] if c.error else []) + c.run_errors:
+            lines += [f"- {c.name}:", "```", e, "```"]
+    lines.append("")
+    return lines
+
+
+def publish(text, out, cfgs):
+    """Prints the report (and writes it to `out`); the exit status: 2 if a config failed."""
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+        log(f"report written to {out}")
+    return 2 if any(c.error or c.run_errors for c in cfgs) else 0
+
+
+def run_main(main):
+    """Runs a benchmark's main with the exit statuses of the README (130 interrupted, 1 harness error)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped, files removed")
+        sys.exit(130)
+    except HarnessError as e:
+        log(f"ERROR {e}")
+        sys.exit(1)
+
+
 def main():
     global LOG_PREFIX
     LOG_PREFIX = "dataset"
     ap = argparse.ArgumentParser(description="Generate or load the benchmark dataset (see the docstring).",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("action", choices=["load", "resp"], help="load into a running server, or print RESP")
-    ap.add_argument("--keys", type=int, default=DEFAULT_KEYS, help="string keys (the scale)")
-    ap.add_argument("--collections", type=int, default=DEFAULT_COLLECTIONS, help="hashes, lists, sets, zsets each")
-    ap.add_argument("--elements", type=int, default=DEFAULT_ELEMENTS, help="elements per collection")
-    ap.add_argument("--ttl-keys", type=int, default=DEFAULT_TTL_KEYS, help="strings with a far-future TTL")
+    add_dataset_args(ap)
     ap.add_argument("--port", type=int, default=6379)
     ap.add_argument("--cli", default="redis-cli")
-    ap.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="commands per redis-cli --pipe run")
     args = ap.parse_args()
-    ds = Dataset(args.keys, args.collections, args.elements, args.ttl_keys)
+    ds = dataset_of(args)
     if args.action == "resp":
         out = sys.stdout.buffer
         for _, data in ds.chunks(args.chunk):

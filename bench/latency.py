@@ -35,9 +35,7 @@ import datetime
 import os
 import re
 import shlex
-import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -317,11 +315,6 @@ def prepare(cfg, ds, args):
 
 # --------------------------------------------------------------------------- report
 
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def worst(values):
     values = [v for v in values if v is not None]
     return max(values) if values else None
@@ -332,7 +325,7 @@ def fms(v):
 
 
 def metric(cfg, win, op, key):
-    return med([r[op][key] for r in cfg.results.get(win, []) if op in r])
+    return D.median([r[op][key] for r in cfg.results.get(win, []) if op in r])
 
 
 def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
@@ -386,7 +379,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
             fk = worst([max(r["fork_usec"]) / 1000 for r in rs if r["fork_usec"]])
             errs = "/".join(str(r["error_replies"]) for r in rs)
             add(f"| {c.name} | {w} {WINDOW_TITLE[(c.name, w)]} | " + " | ".join(cells)
-                + f" | {med([r['set_per_sec'] for r in rs]) / 1000:.1f}k | {forks} | {fms(fk) if fk else '-'} "
+                + f" | {D.median([r['set_per_sec'] for r in rs]) / 1000:.1f}k | {forks} | {fms(fk) if fk else '-'} "
                 f"| {errs} | {len(rs)} |")
     add("")
     add("`all SET/s in window`: every SET the server ran during the window (measured + bulk writer) per second. "
@@ -404,8 +397,8 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
             rs = [r for r in c.results[w] if r.get("cpu")]
             if not rs:
                 continue
-            add(f"| {c.name} | {w} | {med([r['window_seconds'] for r in rs]):.1f} | "
-                + " | ".join(f"{med([r['cpu'][i] for r in rs]):.2f}" for i in range(3)) + " |")
+            add(f"| {c.name} | {w} | {D.median([r['window_seconds'] for r in rs]):.1f} | "
+                + " | ".join(f"{D.median([r['cpu'][i] for r in rs]):.2f}" for i in range(3)) + " |")
     add("")
     if "nvm" in by:
         c = by["nvm"]
@@ -420,7 +413,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
                 continue
             add(f"| {w} | {'/'.join(str(r['backlog_peak']) for r in rs)} "
                 f"| {'/'.join(str(r['replay_rate_max']) for r in rs)} "
-                f"| {'/'.join(str(int(med(r['replay_rates']) or 0)) for r in rs)} "
+                f"| {'/'.join(str(int(D.median(r['replay_rates']) or 0)) for r in rs)} "
                 f"| {'/'.join(str(r.get('appended', 0)) for r in rs)} "
                 f"| {'/'.join(str(r.get('refused', 0)) for r in rs)} "
                 f"| {'/'.join(str(r['bulk_runs']) for r in rs)} |")
@@ -507,7 +500,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         add(f"# {c.name}")
         add(shlex.join(c.server.command()))
         add(f"{args.cli} -p {p} CONFIG SET latency-monitor-threshold 1")
-        add(f"# measured load (every window):")
+        add("# measured load (every window):")
         add(shlex.join(measured_command(args, p)))
         add(f"# bulk writer ({'W2' if c.name == 'nvm' else W2P + ', W2'}), restarted until the measured load ends:")
         add(shlex.join(bulk_command(args, p)))
@@ -516,17 +509,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         add(f"{args.cli} -p {p} LATENCY RESET   # before each window; LATENCY LATEST after")
     add("```")
     add("")
-    problems = [c for c in cfgs if c.error or c.run_errors]
-    if problems:
-        add("## Errors")
-        add("")
-        for c in problems:
-            for e in ([c.error] if c.error else []) + c.run_errors:
-                add(f"- {c.name}:")
-                add("```")
-                add(e)
-                add("```")
-        add("")
+    lines += D.errors_section(cfgs)
     return "\n".join(lines)
 
 
@@ -539,42 +522,19 @@ def parse_args():
                "pool and, during BGSAVE, copy-on-write and the RDB). Exit 0 = report complete, "
                "2 = a config or window failed, 1 = harness error, 130 = interrupted.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--keys", type=int, default=D.DEFAULT_KEYS, help="string keys of the dataset (the scale)")
-    ap.add_argument("--collections", type=int, default=D.DEFAULT_COLLECTIONS, help="hashes, lists, sets, zsets each")
-    ap.add_argument("--elements", type=int, default=D.DEFAULT_ELEMENTS, help="elements per collection")
-    ap.add_argument("--ttl-keys", type=int, default=D.DEFAULT_TTL_KEYS, help="strings with a far-future TTL")
+    D.add_harness_args(ap, ALL_CONFIGS, "the RDB and logs")
     ap.add_argument("--runs", type=int, default=3, help="runs of every window (median reported)")
     ap.add_argument("--requests", type=int, default=300_000, help="measured SETs (and GETs) per window")
     ap.add_argument("--clients", type=int, default=10, help="measured load clients (-c)")
     ap.add_argument("--bulk", type=int, default=2_000_000, help="SETs per bulk writer run (-n)")
     ap.add_argument("--max-ms", type=float, default=5.0, help="the 'a few ms' bound on the module's W2 max")
-    ap.add_argument("--configs", default=",".join(ALL_CONFIGS), help="comma list of configs")
-    ap.add_argument("--module", default=str(D.DEFAULT_MODULE), help="path of the module .so")
-    ap.add_argument("--pool-size", default="4gb", help="module pool size")
-    ap.add_argument("--pool-dir", default="/dev/shm", help="where the pool file goes (a run dir is made in it)")
-    ap.add_argument("--work-dir", help="on-disk dir for --dir, the RDB and logs "
-                    "(default: <repo>/target/bench-tmp, or /var/tmp/redis-nvm-bench if that is tmpfs)")
-    ap.add_argument("--server", default="redis-server", help="server binary (e.g. valkey-server)")
-    ap.add_argument("--cli", default="redis-cli", help="cli binary (redis-cli --pipe loads the data)")
     ap.add_argument("--benchmark", default="redis-benchmark", help="benchmark binary (e.g. valkey-benchmark)")
     ap.add_argument("--port-base", type=int, default=0, help="ports base, base+1 for nvm, stock (0: free ports)")
-    ap.add_argument("--chunk", type=int, default=D.DEFAULT_CHUNK, help="commands per redis-cli --pipe run")
     ap.add_argument("--start-timeout", type=float, default=900, help="seconds a start may take")
-    ap.add_argument("--out", help="also write the markdown report to this file")
     args = ap.parse_args()
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in configs if c not in ALL_CONFIGS]
-    if unknown or not configs:
-        ap.error(f"unknown config(s) {unknown}; choose from {','.join(ALL_CONFIGS)}")
     if args.runs < 1 or args.requests < 1000 or args.bulk < 1000:
         ap.error("--runs must be >= 1, --requests and --bulk >= 1000")
-    for tool in (args.server, args.cli, args.benchmark):
-        if shutil.which(tool) is None:
-            ap.error(f"{tool} not found in PATH")
-    args.configs = configs
-    args.module = str(Path(args.module).resolve())
-    if "nvm" in configs and not Path(args.module).is_file():
-        ap.error(f"module not found: {args.module} (cargo build --release)")
+    D.check_harness_args(ap, args, ALL_CONFIGS, (args.server, args.cli, args.benchmark))
     return args
 
 
@@ -582,24 +542,19 @@ def main():
     D.LOG_PREFIX = "latency"
     args = parse_args()
     D.install_signal_handlers()
-    ds = D.Dataset(args.keys, args.collections, args.elements, args.ttl_keys)
-    started = datetime.datetime.now(datetime.timezone.utc)
-    disk_root, disk_fs = D.pick_disk_root(args.work_dir)
-    tag = f"latency-{started.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    disk_run = disk_root / tag
-    pool_run = Path(args.pool_dir) / f"redis-nvm-{tag}"
-    log(f"work dir {disk_run} ({disk_fs}), pool dir {pool_run}")
+    ds = D.dataset_of(args)
+    run = D.RunDirs("latency", args)
+    disk_run = run.disk
     bins = (args.server, args.cli)
     cfgs = []
     try:
-        disk_run.mkdir(parents=True, exist_ok=True)
-        pool_run.mkdir(parents=True, exist_ok=True)
+        run.create()
         for i, name in enumerate(ALL_CONFIGS):
             if name not in args.configs:
                 continue
             port = args.port_base + i if args.port_base else None
             if name == "nvm":
-                srv = D.Server(name, "module", bins, disk_run, port=port, pool=pool_run / "nvm.nvm",
+                srv = D.Server(name, "module", bins, disk_run, port=port, pool=run.pool / "nvm.nvm",
                                module=args.module, pool_size=args.pool_size)
             else:
                 srv = D.Server(name, "stock", bins, disk_run, port=port,
@@ -644,27 +599,11 @@ def main():
                 except (HarnessError, OSError, TimeoutError) as e:
                     c.run_errors.append(f"final INFO: {e}")
     finally:
-        D.kill_helpers()
-        for c in cfgs:
-            c.server.kill9()
-            c.server.remove_pool()
-        shutil.rmtree(pool_run, ignore_errors=True)
-        shutil.rmtree(disk_run, ignore_errors=True)
+        run.remove(cfgs)
     finished = datetime.datetime.now(datetime.timezone.utc)
-    text = report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-        log(f"report written to {args.out}")
-    return 2 if any(c.error or c.run_errors for c in cfgs) else 0
+    text = report(args, ds, cfgs, run.disk_root, run.disk_fs, run.pool, run.started, finished)
+    return D.publish(text, args.out, cfgs)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        D.log("interrupted; servers stopped, files removed")
-        sys.exit(130)
-    except HarnessError as e:
-        D.log(f"ERROR {e}")
-        sys.exit(1)
+    D.run_main(main)

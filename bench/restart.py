@@ -33,9 +33,7 @@ import datetime
 import os
 import re
 import shlex
-import shutil
 import socket
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -192,11 +190,6 @@ def measure(cfg, ds, args):
     return sample
 
 
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def fmt_ms(v):
     return "-" if v is None else (f"{v:.0f}" if v >= 100 else f"{v:.1f}")
 
@@ -260,17 +253,17 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
     add("|---|---:|---:|---:|---:|---|---|")
     meds = {}
     for c in cfgs:
-        f = med([s["first_ms"] for s in c.samples])
-        fl = med([s["full_ms"] for s in c.samples])
-        rp = med([s["reported_ms"] for s in c.samples])
+        f = D.median([s["first_ms"] for s in c.samples])
+        fl = D.median([s["full_ms"] for s in c.samples])
+        rp = D.median([s["reported_ms"] for s in c.samples])
         meds[c.name] = (f, fl)
         raw_f = " ".join(fmt_ms(s["first_ms"]) for s in c.samples) or "-"
         raw_fl = " ".join(fmt_ms(s["full_ms"]) for s in c.samples) or "-"
         if c.run_errors:
             raw_fl += f" ({len(c.run_errors)} failed)"
         if c.name == "nvm":
-            what = (f"open {fmt_ms(med([s['open_ms'] for s in c.samples]))} + restore "
-                    f"{fmt_ms(med([s['restore_ms'] for s in c.samples]))}: `key space opened in` + restore `in`")
+            what = (f"open {fmt_ms(D.median([s['open_ms'] for s in c.samples]))} + restore "
+                    f"{fmt_ms(D.median([s['restore_ms'] for s in c.samples]))}: `key space opened in` + restore `in`")
         else:
             what = "`DB loaded ... seconds`"
         add(f"| {c.name} | {fmt_ms(f)} | {fmt_ms(fl)} | {fmt_ms(rp)} ({what}) "
@@ -307,17 +300,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         "GET key:000000000000 every 5 ms; DBSIZE; INFO persistence")
     add("```")
     add("")
-    problems = [c for c in cfgs if c.error or c.run_errors]
-    if problems:
-        add("## Errors")
-        add("")
-        for c in problems:
-            for e in ([c.error] if c.error else []) + c.run_errors:
-                add(f"- {c.name}:")
-                add("```")
-                add(e)
-                add("```")
-        add("")
+    lines += D.errors_section(cfgs)
     return "\n".join(lines)
 
 
@@ -329,39 +312,16 @@ def parse_args():
                "RDB/AOF (~1.6 GB each) on the work dir, all deleted at the end. "
                "Exit 0 = report complete, 2 = a config failed, 1 = harness error, 130 = interrupted.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--keys", type=int, default=D.DEFAULT_KEYS, help="string keys of the dataset (the scale)")
-    ap.add_argument("--collections", type=int, default=D.DEFAULT_COLLECTIONS, help="hashes, lists, sets, zsets each")
-    ap.add_argument("--elements", type=int, default=D.DEFAULT_ELEMENTS, help="elements per collection")
-    ap.add_argument("--ttl-keys", type=int, default=D.DEFAULT_TTL_KEYS, help="strings with a far-future TTL")
+    D.add_harness_args(ap, ALL_CONFIGS, "RDB, AOF and logs")
     ap.add_argument("--runs", type=int, default=3, help="restarts per config (median reported)")
-    ap.add_argument("--configs", default=",".join(ALL_CONFIGS), help="comma list of configs")
-    ap.add_argument("--module", default=str(D.DEFAULT_MODULE), help="path of the module .so")
-    ap.add_argument("--pool-size", default="4gb", help="module pool size")
-    ap.add_argument("--pool-dir", default="/dev/shm", help="where the pool file goes (a run dir is made in it)")
-    ap.add_argument("--work-dir", help="on-disk dir for --dir, RDB, AOF and logs "
-                    "(default: <repo>/target/bench-tmp, or /var/tmp/redis-nvm-bench if that is tmpfs)")
-    ap.add_argument("--server", default="redis-server", help="server binary (e.g. valkey-server)")
-    ap.add_argument("--cli", default="redis-cli", help="cli binary (redis-cli --pipe loads the data)")
     ap.add_argument("--port-base", type=int, default=0,
                     help="ports base, base+1, base+2 for nvm, rdb, aof (0: free ports)")
-    ap.add_argument("--chunk", type=int, default=D.DEFAULT_CHUNK, help="commands per redis-cli --pipe run")
     ap.add_argument("--start-timeout", type=float, default=900,
                     help="seconds a start or restart may take until loaded")
-    ap.add_argument("--out", help="also write the markdown report to this file")
     args = ap.parse_args()
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in configs if c not in ALL_CONFIGS]
-    if unknown or not configs:
-        ap.error(f"unknown config(s) {unknown}; choose from {','.join(ALL_CONFIGS)}")
     if args.runs < 1:
         ap.error("--runs must be >= 1")
-    for tool in (args.server, args.cli):
-        if shutil.which(tool) is None:
-            ap.error(f"{tool} not found in PATH")
-    args.configs = configs
-    args.module = str(Path(args.module).resolve())
-    if "nvm" in configs and not Path(args.module).is_file():
-        ap.error(f"module not found: {args.module} (cargo build --release)")
+    D.check_harness_args(ap, args, ALL_CONFIGS, (args.server, args.cli))
     return args
 
 
@@ -369,18 +329,12 @@ def main():
     D.LOG_PREFIX = "restart"
     args = parse_args()
     D.install_signal_handlers()
-    ds = D.Dataset(args.keys, args.collections, args.elements, args.ttl_keys)
-    started = datetime.datetime.now(datetime.timezone.utc)
-    disk_root, disk_fs = D.pick_disk_root(args.work_dir)
-    tag = f"restart-{started.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    disk_run = disk_root / tag
-    pool_run = Path(args.pool_dir) / f"redis-nvm-{tag}"
-    log(f"work dir {disk_run} ({disk_fs}), pool dir {pool_run}")
+    ds = D.dataset_of(args)
+    run = D.RunDirs("restart", args)
     cfgs = []
     try:
-        disk_run.mkdir(parents=True, exist_ok=True)
-        pool_run.mkdir(parents=True, exist_ok=True)
-        cfgs = make_configs(args, disk_run, pool_run)
+        run.create()
+        cfgs = make_configs(args, run.disk, run.pool)
         for c in cfgs:
             try:
                 prepare(c, ds, args)
@@ -406,27 +360,11 @@ def main():
                 finally:
                     c.server.kill9()
     finally:
-        D.kill_helpers()
-        for c in cfgs:
-            c.server.kill9()
-            c.server.remove_pool()
-        shutil.rmtree(pool_run, ignore_errors=True)
-        shutil.rmtree(disk_run, ignore_errors=True)
+        run.remove(cfgs)
     finished = datetime.datetime.now(datetime.timezone.utc)
-    text = report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-        log(f"report written to {args.out}")
-    return 2 if any(c.error or c.run_errors for c in cfgs) else 0
+    text = report(args, ds, cfgs, run.disk_root, run.disk_fs, run.pool, run.started, finished)
+    return D.publish(text, args.out, cfgs)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        D.log("interrupted; servers stopped, files removed")
-        sys.exit(130)
-    except HarnessError as e:
-        D.log(f"ERROR {e}")
-        sys.exit(1)
+    D.run_main(main)
