@@ -734,6 +734,12 @@ impl KeySpace {
     }
 }
 
+/// The smaller slot array a table or deque moves to once it is under 1/8 full (one
+/// policy for both, so that neither grows and shrinks on the same few entries).
+fn shrunk_capacity(c: &Coll) -> Option<u64> {
+    (c.cap > 8 && c.count * 8 < c.cap).then(|| capacity_for(c.count * 2))
+}
+
 /// Sets bits `first..first + count` of `marks`, a word at a time; false (and nothing
 /// set) if any of them was set already.
 fn mark_grains(marks: &mut [u64], first: usize, count: usize) -> bool {
@@ -1359,8 +1365,8 @@ impl KeySpace {
             .write_word(c.slots + i * TABLE_SLOT + 8, TOMBSTONE)?;
         c.count -= 1;
         self.set_coll(&c)?;
-        if c.cap > 8 && c.count * 8 < c.cap {
-            c = self.rehash(c, capacity_for(c.count * 2))?;
+        if let Some(cap) = shrunk_capacity(&c) {
+            c = self.rehash(c, cap)?;
         }
         Ok(c)
     }
@@ -1433,8 +1439,8 @@ impl KeySpace {
             c.count -= 1;
         }
         self.set_coll(&c)?;
-        if c.cap > 8 && c.count * 8 < c.cap {
-            c = self.redeque(c, capacity_for(c.count * 2))?;
+        if let Some(cap) = shrunk_capacity(&c) {
+            c = self.redeque(c, cap)?;
         }
         Ok(c)
     }
