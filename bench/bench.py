@@ -42,7 +42,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # no bench/__pycache__ from importing dataset.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataset import (  # noqa: E402  (the harness utilities the benchmarks share)
-    HarnessError, free_port, fs_type, log, on_sigterm, parse_info, pick_disk_root, run_version, tail,
+    HarnessError, free_port, fs_type, log, on_sigterm, parse_info, pick_disk_root, run_main, run_version, tail,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -406,11 +406,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        sys.exit(130)
-    except HarnessError as e:
-        log(f"ERROR {e}")
-        sys.exit(1)
+    run_main(main, interrupted="interrupted; servers stopped")

@@ -808,12 +808,12 @@ def publish(text, out, cfgs):
     return 2 if any(c.error or c.run_errors for c in cfgs) else 0
 
 
-def run_main(main):
+def run_main(main, interrupted="interrupted; servers stopped, files removed"):
     """Runs a benchmark's main with the exit statuses of the README (130 interrupted, 1 harness error)."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        log("interrupted; servers stopped, files removed")
+        log(interrupted)
         sys.exit(130)
     except HarnessError as e:
         log(f"ERROR {e}")
@@ -859,11 +859,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
-    except HarnessError as e:
-        log(f"ERROR {e}")
-        sys.exit(1)
+    run_main(main, interrupted="interrupted")
