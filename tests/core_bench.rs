@@ -26,6 +26,7 @@ fn bench(dir: &Path, mode: RequestedMode, delay_ns: u64, appends: usize) {
     let rec = [RecordRef {
         kind: 1,
         db: 0,
+        flags: 0,
         payload: &payload,
     }];
     let mut lat = Vec::with_capacity(appends);
@@ -91,11 +92,12 @@ fn replay_throughput() {
                 value: Value::String(vec![b'x'; 100]),
                 expire_at_ms: NO_EXPIRE,
             };
-            let kind = encode(&e, &mut payload);
+            let kind = encode(&e, &mut payload).expect("encodes");
             pool.log_mut()
                 .append(&[RecordRef {
                     kind,
                     db: 0,
+                    flags: 0,
                     payload: &payload,
                 }])
                 .unwrap();

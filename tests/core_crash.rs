@@ -14,7 +14,7 @@ use redis_nvm::pmem::CrashSim;
 use redis_nvm::pool::{Pool, MIN_POOL_SIZE};
 use redis_nvm::replay::Replayer;
 
-type Rec = (u8, u8, Vec<u8>);
+type Rec = (u8, u32, Vec<u8>);
 
 const APPENDS: usize = 40;
 
@@ -26,7 +26,7 @@ fn workload(seed: u64, n: usize) -> Vec<Vec<Rec>> {
                 .map(|_| {
                     let len = rng.gen_range(0..600);
                     let payload = (0..len).map(|_| rng.gen()).collect();
-                    (rng.gen(), rng.gen_range(0..16), payload)
+                    (rng.gen(), u32::from(rng.gen_range(0..16u8)), payload)
                 })
                 .collect()
         })
@@ -39,6 +39,7 @@ fn refs(batch: &[Rec]) -> Vec<RecordRef<'_>> {
         .map(|(kind, db, p)| RecordRef {
             kind: *kind,
             db: *db,
+            flags: 0,
             payload: p,
         })
         .collect()
@@ -93,13 +94,14 @@ fn folded_image(room: u64) -> Vec<u8> {
             expire_at_ms: NO_EXPIRE,
         };
         p.clear();
-        let kind = encode(&e, &mut p);
+        let kind = encode(&e, &mut p).expect("encodes");
         if pool.log().used_bytes() + record_len(p.len() as u64) > RING - room {
             break;
         }
         let rec = RecordRef {
             kind,
             db: 0,
+            flags: 0,
             payload: &p,
         };
         pool.log_mut().append(&[rec]).unwrap();
@@ -214,6 +216,7 @@ fn crash_before_any_flush_changes_nothing_durable() {
         .append(&[RecordRef {
             kind: 1,
             db: 0,
+            flags: 0,
             payload: b"one",
         }])
         .unwrap();
@@ -225,6 +228,7 @@ fn crash_before_any_flush_changes_nothing_durable() {
         .append(&[RecordRef {
             kind: 2,
             db: 0,
+            flags: 0,
             payload: b"two",
         }])
         .is_err());
@@ -233,10 +237,10 @@ fn crash_before_any_flush_changes_nothing_durable() {
 
 proptest! {
     #[test]
-    fn codec_round_trips(lsn in 1u64.., kind: u8, db: u8,
+    fn codec_round_trips(lsn in 1u64.., kind: u8, db: u32,
                          payload in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let mut buf = Vec::new();
-        encode_record(lsn, &RecordRef { kind, db, payload: &payload }, &mut buf);
+        encode_record(lsn, &RecordRef { kind, db, flags: 0, payload: &payload }, &mut buf);
         prop_assert_eq!(buf.len() as u64, record_len(payload.len() as u64));
         prop_assert_eq!(buf.len() % 8, 0);
         let (rec, used) = decode_record(&buf, 4242, lsn).unwrap();
@@ -247,12 +251,12 @@ proptest! {
 
     #[test]
     fn any_bit_flip_in_header_or_payload_is_detected(
-        lsn in 1u64..1_000_000, kind: u8, db: u8,
+        lsn in 1u64..1_000_000, kind: u8, db: u32,
         payload in proptest::collection::vec(any::<u8>(), 0..300),
         pos in any::<prop::sample::Index>(), bit in 0u8..8,
     ) {
         let mut buf = Vec::new();
-        encode_record(lsn, &RecordRef { kind, db, payload: &payload }, &mut buf);
+        encode_record(lsn, &RecordRef { kind, db, flags: 0, payload: &payload }, &mut buf);
         let covered = HEADER_LEN as usize + payload.len();
         let at = pos.index(covered);
         buf[at] ^= 1 << bit;
@@ -267,7 +271,7 @@ proptest! {
 
     #[test]
     fn random_batches_survive_reopen(batches in proptest::collection::vec(
-        proptest::collection::vec((any::<u8>(), any::<u8>(),
+        proptest::collection::vec((any::<u8>(), any::<u32>(),
             proptest::collection::vec(any::<u8>(), 0..100)), 1..4), 0..12)) {
         let sim = CrashSim::new(MIN_POOL_SIZE);
         let mut pool = Pool::from_media(Box::new(sim.clone()), true).unwrap();

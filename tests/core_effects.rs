@@ -10,14 +10,16 @@ mod effect_gen;
 use effect_gen::{model_after, workload};
 use proptest::prelude::*;
 use redis_nvm::effect::model::Dataset;
-use redis_nvm::effect::{decode, encode, Effect, End, StreamId, Value, NO_EXPIRE};
+use redis_nvm::effect::{
+    decode, encode, Effect, End, LexBound, ScoreBound, SetOp, StreamId, Value, ZRange, NO_EXPIRE,
+};
 use redis_nvm::log::{LogState, RecordRef};
 use redis_nvm::pmem::CrashSim;
 use redis_nvm::pool::Pool;
 
 /// Appends each batch as one atomic log append (one db per append, as the module does:
 /// a batch mixing dbs is split, keeping order). Returns how many batches were acknowledged.
-fn run(sim: &CrashSim, batches: &[Vec<(u8, Effect)>]) -> usize {
+fn run(sim: &CrashSim, batches: &[Vec<(u32, Effect)>]) -> usize {
     let Ok(mut pool) = Pool::from_media(Box::new(sim.clone()), true) else {
         return 0;
     };
@@ -26,7 +28,7 @@ fn run(sim: &CrashSim, batches: &[Vec<(u8, Effect)>]) -> usize {
         let mut payloads = Vec::new();
         for (db, e) in batch {
             let mut p = Vec::new();
-            let kind = encode(e, &mut p);
+            let kind = encode(e, &mut p).expect("encodes");
             payloads.push((kind, *db, p));
         }
         let records: Vec<RecordRef> = payloads
@@ -34,6 +36,7 @@ fn run(sim: &CrashSim, batches: &[Vec<(u8, Effect)>]) -> usize {
             .map(|(kind, db, p)| RecordRef {
                 kind: *kind,
                 db: *db,
+                flags: 0,
                 payload: p,
             })
             .collect();
@@ -122,7 +125,72 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
             key,
             min_id: Some(StreamId { ms, seq })
         }),
-        any::<u8>().prop_map(|other| Effect::SwapDb { other }),
+        any::<u32>().prop_map(|other| Effect::SwapDb { other }),
+        (b(), any::<u32>()).prop_map(|(key, to_db)| Effect::Move { key, to_db }),
+        (b(), any::<u64>(), b()).prop_map(|(key, offset, bytes)| Effect::StringWrite {
+            key,
+            offset,
+            bytes
+        }),
+        (b(), any::<u64>(), b()).prop_map(|(key, index, element)| Effect::ListSet {
+            key,
+            index,
+            element
+        }),
+        (b(), any::<bool>(), b(), b()).prop_map(|(key, after, pivot, element)| {
+            Effect::ListInsert {
+                key,
+                after,
+                pivot,
+                element,
+            }
+        }),
+        (b(), any::<i64>(), b()).prop_map(|(key, count, element)| Effect::ListRem {
+            key,
+            count,
+            element
+        }),
+        (b(), any::<i64>(), any::<i64>()).prop_map(|(key, start, stop)| Effect::ZsetRemRange {
+            key,
+            range: ZRange::Rank { start, stop }
+        }),
+        (
+            b(),
+            any::<f64>(),
+            any::<bool>(),
+            any::<f64>(),
+            any::<bool>()
+        )
+            .prop_map(|(key, a, ax, z, zx)| Effect::ZsetRemRange {
+                key,
+                range: ZRange::Score {
+                    min: ScoreBound {
+                        value: a,
+                        exclusive: ax
+                    },
+                    max: ScoreBound {
+                        value: z,
+                        exclusive: zx
+                    },
+                }
+            }),
+        (b(), b(), b()).prop_map(|(key, a, z)| Effect::ZsetRemRange {
+            key,
+            range: ZRange::Lex {
+                min: LexBound::Inclusive(a),
+                max: if z.is_empty() {
+                    LexBound::PosInf
+                } else {
+                    LexBound::Exclusive(z)
+                },
+            }
+        }),
+        (b(), 0u8..3, l()).prop_map(|(key, op, sources)| Effect::SetStore {
+            key,
+            op: [SetOp::Union, SetOp::Inter, SetOp::Diff][op as usize],
+            sources
+        }),
+        (b(), b()).prop_map(|(from, to)| Effect::Copy { from, to }),
     ]
 }
 
@@ -135,7 +203,7 @@ proptest! {
     #[test]
     fn codec_round_trips(e in arb_effect()) {
         let mut buf = Vec::new();
-        let kind = encode(&e, &mut buf);
+        let kind = encode(&e, &mut buf).expect("encodes");
         let back = decode(kind, &buf).expect("decodes");
         prop_assert!(same(&e, &back), "{e:?} != {back:?}");
     }
@@ -148,7 +216,7 @@ proptest! {
     #[test]
     fn truncated_payloads_are_errors(e in arb_effect(), cut in 0usize..64) {
         let mut buf = Vec::new();
-        let kind = encode(&e, &mut buf);
+        let kind = encode(&e, &mut buf).expect("encodes");
         if cut < buf.len() {
             prop_assert!(decode(kind, &buf[..cut]).is_err());
         }

@@ -12,6 +12,7 @@ fn rec(payload: &[u8]) -> RecordRef<'_> {
     RecordRef {
         kind: 1,
         db: 0,
+        flags: 0,
         payload,
     }
 }
@@ -131,7 +132,7 @@ fn filler(len: u64) -> (u8, Vec<u8>) {
             expire_at_ms: NO_EXPIRE,
         };
         let mut p = Vec::new();
-        let kind = encode(&e, &mut p);
+        let kind = encode(&e, &mut p).expect("encodes");
         if record_len(p.len() as u64) == len {
             return (kind, p);
         }
@@ -155,6 +156,7 @@ fn near_the_end(room: u64) -> Vec<u8> {
             .append(&[RecordRef {
                 kind,
                 db: 0,
+                flags: 0,
                 payload: &p,
             }])
             .expect("append");

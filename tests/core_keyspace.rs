@@ -23,12 +23,13 @@ use redis_nvm::replay::{ReplayError, Replayer};
 
 const POOL: u64 = 1 << 20;
 
-fn append(pool: &mut Pool, db: u8, e: &Effect) -> Result<u64, LogError> {
+fn append(pool: &mut Pool, db: u32, e: &Effect) -> Result<u64, LogError> {
     let mut p = Vec::new();
-    let kind = encode(e, &mut p);
+    let kind = encode(e, &mut p).expect("encodes");
     pool.log_mut().append(&[RecordRef {
         kind,
         db,
+        flags: 0,
         payload: &p,
     }])
 }
@@ -77,7 +78,7 @@ fn assert_no_leak(ks: &mut KeySpace) {
 
 /// Runs the workload: appends every effect (folding when the log is full, and every
 /// `every` appends). Returns how many effects were acknowledged before a crash.
-fn run(sim: &CrashSim, effects: &[(u8, Effect)], log_size: u64, every: usize) -> usize {
+fn run(sim: &CrashSim, effects: &[(u32, Effect)], log_size: u64, every: usize) -> usize {
     let Ok(mut pool) = Pool::from_media_with_log(Box::new(sim.clone()), true, log_size) else {
         return 0;
     };
@@ -108,7 +109,7 @@ fn run(sim: &CrashSim, effects: &[(u8, Effect)], log_size: u64, every: usize) ->
     acked
 }
 
-fn flat(seed: u64, n: usize) -> Vec<(u8, Effect)> {
+fn flat(seed: u64, n: usize) -> Vec<(u32, Effect)> {
     workload(seed, n).into_iter().flatten().collect()
 }
 

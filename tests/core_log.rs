@@ -44,7 +44,8 @@ fn image_with(n: u64) -> Vec<u8> {
             .log_mut()
             .append(&[RecordRef {
                 kind: i as u8,
-                db: (i % 16) as u8,
+                db: (i % 16) as u32,
+                flags: 0,
                 payload: &p,
             }])
             .unwrap();
@@ -80,6 +81,7 @@ fn codec_round_trip() {
         let r = RecordRef {
             kind: 7,
             db: 3,
+            flags: 0,
             payload: &p,
         };
         let mut buf = Vec::new();
@@ -95,7 +97,8 @@ fn codec_round_trip() {
                 offset: 9000,
                 kind: 7,
                 db: 3,
-                payload: p.clone()
+                payload: p.clone(),
+                blob: None,
             }
         );
         assert!(decode_record(&buf, 9000, 43)
@@ -116,7 +119,7 @@ fn records_read_back_in_order() {
         assert_eq!(r.lsn, i);
         assert_eq!(r.offset, offset_of(i));
         assert_eq!(r.kind, i as u8);
-        assert_eq!(r.db, (i % 16) as u8);
+        assert_eq!(r.db, (i % 16) as u32);
         assert_eq!(r.payload, payload(i, (10 * i + 3) as usize));
     }
     let used: u64 = (1..=20).map(|i| record_len(10 * i + 3)).sum();
@@ -152,6 +155,7 @@ fn assert_corrupt_at(image: Vec<u8>, lsn: u64, reason: &str) {
         .append(&[RecordRef {
             kind: 1,
             db: 0,
+            flags: 0,
             payload: b"x",
         }])
         .unwrap_err();
@@ -195,7 +199,15 @@ fn lsn_gap_detected() {
     // Rewrite record 5 as an intact record that claims lsn 9.
     let at = offset_of(5) as usize;
     let p = payload(5, 53);
-    let h = encode_header(9, 5, 5, &p);
+    let h = encode_header(
+        9,
+        &RecordRef {
+            kind: 5,
+            db: 5,
+            flags: 0,
+            payload: &p,
+        },
+    );
     image[at..at + HEADER_LEN as usize].copy_from_slice(&h);
     assert_corrupt_at(image, 5, "lsn gap: found lsn 9");
 }
@@ -270,6 +282,7 @@ fn full_is_refused_with_nothing_written() {
     let rec = RecordRef {
         kind: 1,
         db: 0,
+        flags: 0,
         payload: &big,
     };
     let mut appended = 0;
@@ -303,6 +316,7 @@ fn full_is_refused_with_nothing_written() {
     let small = RecordRef {
         kind: 2,
         db: 0,
+        flags: 0,
         payload: b"still fits",
     };
     assert_eq!(pool.log_mut().append(&[small]).unwrap(), appended + 1);
@@ -320,6 +334,7 @@ fn too_large_is_refused() {
         .append(&[RecordRef {
             kind: 1,
             db: 0,
+            flags: 0,
             payload: &huge,
         }])
         .unwrap_err();
@@ -338,6 +353,7 @@ fn media_error_poisons_the_log() {
     let rec = RecordRef {
         kind: 1,
         db: 0,
+        flags: 0,
         payload: b"abc",
     };
     let err = pool.log_mut().append(&[rec]).unwrap_err();
@@ -369,6 +385,7 @@ fn repair_truncate_then_append_survives_reopen() {
         .append(&[RecordRef {
             kind: 99,
             db: 1,
+            flags: 0,
             payload: b"after repair",
         }])
         .unwrap();
@@ -396,7 +413,7 @@ fn opts(path: &Path, mode: RequestedMode) -> PoolOptions {
 fn mapped_round_trip(mode: RequestedMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pool.nvm");
-    let mut expected = Vec::new();
+    let mut expected: Vec<(u8, u32, Vec<u8>)> = Vec::new();
     {
         let mut pool = Pool::open_or_create(&opts(&path, mode)).unwrap();
         assert!(pool.info().created);
@@ -413,16 +430,18 @@ fn mapped_round_trip(mode: RequestedMode) {
                 RecordRef {
                     kind: 1,
                     db: 2,
+                    flags: 0,
                     payload: &p,
                 },
                 RecordRef {
                     kind: 3,
                     db: 4,
+                    flags: 0,
                     payload: b"tail",
                 },
             ];
             pool.log_mut().append(&batch).unwrap();
-            expected.push((1u8, 2u8, p.clone()));
+            expected.push((1u8, 2u32, p.clone()));
             expected.push((3, 4, b"tail".to_vec()));
         }
     }
@@ -509,6 +528,7 @@ fn readonly_pool_refuses_appends() {
         .append(&[RecordRef {
             kind: 1,
             db: 0,
+            flags: 0,
             payload: b"x",
         }])
         .unwrap_err();
@@ -531,6 +551,7 @@ fn truncated_file_is_refused_with_one_clear_line() {
                 .append(&[RecordRef {
                     kind: 1,
                     db: 0,
+                    flags: 0,
                     payload: &p,
                 }])
                 .unwrap();
@@ -712,8 +733,8 @@ fn media_bounds_are_checked() {
 
 /// The effect logged as record `i` by the ring test: puts over 150 (db, key) pairs, with
 /// values of varying length so that records (and headers) land across the ring's end.
-fn ring_put(i: u64) -> (u8, Effect) {
-    let db = (i % 3) as u8;
+fn ring_put(i: u64) -> (u32, Effect) {
+    let db = (i % 3) as u32;
     let e = Effect::Put {
         key: format!("key:{}", i % 50).into_bytes(),
         value: Value::String(payload(i, (i * 7 % 131) as usize)),
@@ -772,10 +793,11 @@ fn ring_log_wraps_while_the_replayer_folds() {
     for i in 1..=total {
         let (db, e) = ring_put(i);
         buf.clear();
-        let kind = encode(&e, &mut buf);
+        let kind = encode(&e, &mut buf).expect("encodes");
         let rec = RecordRef {
             kind,
             db,
+            flags: 0,
             payload: &buf,
         };
         loop {

@@ -4,7 +4,7 @@
 
 use redis_nvm::effect::{encode, Effect, Value, NO_EXPIRE};
 use redis_nvm::keyspace::layout::{
-    COLL_CAP, COLL_SLOTS, KEY_DATA, ROOT_DBS, TABLE_SLOT, TOMBSTONE,
+    COLL_CAP, COLL_SLOTS, KEY_DATA, ROOT_DB_DIR, TABLE_SLOT, TOMBSTONE,
 };
 use redis_nvm::keyspace::JournalOutcome;
 use redis_nvm::log::{record_len, RecordRef, HEADER_LEN};
@@ -56,6 +56,7 @@ fn make_pool(path: &Path) -> u64 {
             .append(&[RecordRef {
                 kind,
                 db: 2,
+                flags: 0,
                 payload: &[kind; 100],
             }])
             .unwrap();
@@ -71,13 +72,14 @@ fn put(key: &str, value: Value, expire_at_ms: i64) -> Effect {
     }
 }
 
-fn append(pool: &mut Pool, db: u8, e: &Effect) -> u64 {
+fn append(pool: &mut Pool, db: u32, e: &Effect) -> u64 {
     let mut p = Vec::new();
-    let kind = encode(e, &mut p);
+    let kind = encode(e, &mut p).expect("encodes");
     pool.log_mut()
         .append(&[RecordRef {
             kind,
             db,
+            flags: 0,
             payload: &p,
         }])
         .unwrap();
@@ -131,7 +133,7 @@ fn only_key_item(image: &[u8], db: u64) -> u64 {
         let at = off as usize;
         u64::from_le_bytes(image[at..at + 8].try_into().unwrap())
     };
-    let table = word(ROOT_OFFSET + ROOT_DBS + db * 8);
+    let table = word(word(ROOT_OFFSET + ROOT_DB_DIR) + db * 8);
     assert_ne!(table, 0, "db {db} has no key table");
     let (slots, cap) = (word(table + COLL_SLOTS), word(table + COLL_CAP));
     let items: Vec<u64> = (0..cap)
@@ -259,8 +261,11 @@ fn check_verifies_the_key_space() {
     // A damaged table header: the key space cannot even be opened; still one problem
     // naming the offset, exit 1.
     let table = {
-        let at = (ROOT_OFFSET + ROOT_DBS + 3 * 8) as usize;
-        u64::from_le_bytes(good[at..at + 8].try_into().unwrap())
+        let word = |at: u64| {
+            let at = at as usize;
+            u64::from_le_bytes(good[at..at + 8].try_into().unwrap())
+        };
+        word(word(ROOT_OFFSET + ROOT_DB_DIR) + 3 * 8)
     };
     let mut bad = good.clone();
     bad[table as usize + 7] = 0xff;

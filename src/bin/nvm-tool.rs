@@ -207,7 +207,7 @@ fn check(path: &Path) -> Result<ExitCode, String> {
 #[derive(Default)]
 struct KeyCounts {
     by_type: BTreeMap<&'static str, u64>,
-    by_db: BTreeMap<u8, u64>,
+    by_db: BTreeMap<u32, u64>,
     expiring: u64,
 }
 

@@ -2,19 +2,66 @@
 //!
 //! Little-endian throughout: `bytes` = u32 length + data, `list<T>` = u32 count + items,
 //! i64/u64 as 8 bytes, f64 as its IEEE-754 bits in 8 bytes, `end` as one byte (0 head,
-//! 1 tail). The layout of each kind is in docs/format.md. Decoding checks every length
-//! against what is left, rejects trailing bytes, and never allocates more than the
-//! payload can hold, so a corrupt payload is an error rather than a panic or an OOM.
+//! 1 tail), dbs as u32. The layout of each kind is in docs/format.md. Encoding refuses a
+//! length or count that does not fit its u32 (`EncodeError`) instead of narrowing it.
+//! Decoding checks every length against what is left, rejects trailing bytes, and never
+//! allocates more than the payload can hold, so a corrupt payload is an error rather than
+//! a panic or an OOM. The encoder writes into any `Sink`, so a big payload can stream
+//! straight into the pool instead of a buffer.
 
-use super::{Effect, End, Pairs, StreamId, Value};
+use super::{Effect, End, LexBound, Pairs, ScoreBound, SetOp, StreamId, Value, ZRange};
+
+/// Where an encoding goes: a buffer, a byte counter, or the pool itself.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Counts the bytes an encoding would take.
+struct Counter(u64);
+
+impl Sink for Counter {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len() as u64;
+    }
+}
+
+/// An effect that cannot be encoded: a length or count above the u32 the format has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError {
+    pub len: u64,
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a length or count of {} exceeds the log format's limit of {}",
+            self.len,
+            u32::MAX
+        )
+    }
+}
+
+impl std::error::Error for EncodeError {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     UnknownKind(u8),
     UnknownValueType(u8),
-    Truncated { needed: usize, left: usize },
+    Truncated {
+        needed: usize,
+        left: usize,
+    },
     TrailingBytes(usize),
     BadEnd(u8),
+    /// An enumeration byte (set op, range kind, lex bound) outside its values.
+    BadTag(u8),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -27,6 +74,7 @@ impl std::fmt::Display for DecodeError {
             }
             DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the effect"),
             DecodeError::BadEnd(b) => write!(f, "bad list end marker {b}"),
+            DecodeError::BadTag(b) => write!(f, "bad enumeration byte {b}"),
         }
     }
 }
@@ -57,6 +105,13 @@ const FLUSH_ALL: u8 = 20;
 const SWAP_DB: u8 = 21;
 const INCR_BY: u8 = 22;
 const INCR_BY_FLOAT: u8 = 23;
+const STRING_WRITE: u8 = 24;
+const LIST_SET: u8 = 25;
+const LIST_INSERT: u8 = 26;
+const LIST_REM: u8 = 27;
+const ZSET_REM_RANGE: u8 = 28;
+const SET_STORE: u8 = 29;
+const COPY: u8 = 30;
 
 const VALUE_STRING: u8 = 0;
 const VALUE_LIST: u8 = 1;
@@ -66,8 +121,39 @@ const VALUE_ZSET: u8 = 4;
 const VALUE_STREAM_DUMP: u8 = 5;
 
 /// Appends the payload of `effect` to `out` and returns its kind.
-pub fn encode(effect: &Effect, out: &mut Vec<u8>) -> u8 {
-    let mut w = Writer(out);
+pub fn encode(effect: &Effect, out: &mut impl Sink) -> Result<u8, EncodeError> {
+    let mut w = Writer {
+        out,
+        too_long: None,
+    };
+    let kind = encode_into(effect, &mut w);
+    match w.too_long {
+        Some(len) => Err(EncodeError { len }),
+        None => Ok(kind),
+    }
+}
+
+/// The kind number of an effect (what `encode` returns), without encoding it.
+pub fn kind_of(effect: &Effect) -> u8 {
+    struct Discard;
+    impl Sink for Discard {
+        fn put(&mut self, _: &[u8]) {}
+    }
+    let mut w = Writer {
+        out: &mut Discard,
+        too_long: None,
+    };
+    encode_into(effect, &mut w)
+}
+
+/// The payload bytes `encode` would write (and its error, if it would fail).
+pub fn encoded_len(effect: &Effect) -> Result<u64, EncodeError> {
+    let mut c = Counter(0);
+    encode(effect, &mut c)?;
+    Ok(c.0)
+}
+
+fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
     match effect {
         Effect::Put {
             key,
@@ -109,7 +195,7 @@ pub fn encode(effect: &Effect, out: &mut Vec<u8>) -> u8 {
         }
         Effect::Move { key, to_db } => {
             w.bytes(key);
-            w.u8(*to_db);
+            w.u32(*to_db);
             MOVE
         }
         Effect::HashSet { key, pairs } => {
@@ -188,8 +274,66 @@ pub fn encode(effect: &Effect, out: &mut Vec<u8>) -> u8 {
         Effect::FlushDb => FLUSH_DB,
         Effect::FlushAll => FLUSH_ALL,
         Effect::SwapDb { other } => {
-            w.u8(*other);
+            w.u32(*other);
             SWAP_DB
+        }
+        Effect::StringWrite { key, offset, bytes } => {
+            w.bytes(key);
+            w.u64(*offset);
+            w.bytes(bytes);
+            STRING_WRITE
+        }
+        Effect::ListSet {
+            key,
+            index,
+            element,
+        } => {
+            w.bytes(key);
+            w.u64(*index);
+            w.bytes(element);
+            LIST_SET
+        }
+        Effect::ListInsert {
+            key,
+            after,
+            pivot,
+            element,
+        } => {
+            w.bytes(key);
+            w.u8(u8::from(*after));
+            w.bytes(pivot);
+            w.bytes(element);
+            LIST_INSERT
+        }
+        Effect::ListRem {
+            key,
+            count,
+            element,
+        } => {
+            w.bytes(key);
+            w.i64(*count);
+            w.bytes(element);
+            LIST_REM
+        }
+        Effect::ZsetRemRange { key, range } => {
+            w.bytes(key);
+            w.zrange(range);
+            ZSET_REM_RANGE
+        }
+        Effect::SetStore { key, op, sources } => {
+            w.bytes(key);
+            w.u8(match op {
+                SetOp::Union => 0,
+                SetOp::Inter => 1,
+                SetOp::Diff => 2,
+            });
+            w.list(sources);
+            SET_STORE
+        }
+        Effect::Copy { from, to } => {
+            w.bytes(from);
+            w.bytes(to);
+            COPY
         }
     }
 }
@@ -228,7 +372,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
         },
         MOVE => Effect::Move {
             key: r.bytes()?,
-            to_db: r.u8()?,
+            to_db: r.u32()?,
         },
         HASH_SET => Effect::HashSet {
             key: r.bytes()?,
@@ -295,7 +439,46 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
         }
         FLUSH_DB => Effect::FlushDb,
         FLUSH_ALL => Effect::FlushAll,
-        SWAP_DB => Effect::SwapDb { other: r.u8()? },
+        SWAP_DB => Effect::SwapDb { other: r.u32()? },
+        STRING_WRITE => Effect::StringWrite {
+            key: r.bytes()?,
+            offset: r.u64()?,
+            bytes: r.bytes()?,
+        },
+        LIST_SET => Effect::ListSet {
+            key: r.bytes()?,
+            index: r.u64()?,
+            element: r.bytes()?,
+        },
+        LIST_INSERT => Effect::ListInsert {
+            key: r.bytes()?,
+            after: r.u8()? != 0,
+            pivot: r.bytes()?,
+            element: r.bytes()?,
+        },
+        LIST_REM => Effect::ListRem {
+            key: r.bytes()?,
+            count: r.i64()?,
+            element: r.bytes()?,
+        },
+        ZSET_REM_RANGE => Effect::ZsetRemRange {
+            key: r.bytes()?,
+            range: r.zrange()?,
+        },
+        SET_STORE => Effect::SetStore {
+            key: r.bytes()?,
+            op: match r.u8()? {
+                0 => SetOp::Union,
+                1 => SetOp::Inter,
+                2 => SetOp::Diff,
+                b => return Err(DecodeError::BadTag(b)),
+            },
+            sources: r.list()?,
+        },
+        COPY => Effect::Copy {
+            from: r.bytes()?,
+            to: r.bytes()?,
+        },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if !r.buf.is_empty() {
@@ -304,31 +487,71 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
     Ok(effect)
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+struct Writer<'a, S: Sink> {
+    out: &'a mut S,
+    /// The first length that did not fit its u32 (the encoding is then refused).
+    too_long: Option<u64>,
+}
 
-impl Writer<'_> {
+impl<S: Sink> Writer<'_, S> {
     fn u8(&mut self, v: u8) {
-        self.0.push(v);
+        self.out.put(&[v]);
     }
     fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.out.put(&v.to_le_bytes());
     }
     fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.out.put(&v.to_le_bytes());
     }
     fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.out.put(&v.to_le_bytes());
     }
     fn f64(&mut self, v: f64) {
-        self.0.extend_from_slice(&v.to_bits().to_le_bytes());
+        self.out.put(&v.to_bits().to_le_bytes());
     }
     fn len(&mut self, n: usize) {
-        // Values above 4 GiB cannot reach here: the log refuses records over 1 GiB.
-        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+        let n = u32::try_from(n).unwrap_or_else(|_| {
+            self.too_long.get_or_insert(n as u64);
+            u32::MAX
+        });
+        self.u32(n);
     }
     fn bytes(&mut self, b: &[u8]) {
         self.len(b.len());
-        self.0.extend_from_slice(b);
+        self.out.put(b);
+    }
+    fn zrange(&mut self, range: &ZRange) {
+        match range {
+            ZRange::Rank { start, stop } => {
+                self.u8(0);
+                self.i64(*start);
+                self.i64(*stop);
+            }
+            ZRange::Score { min, max } => {
+                self.u8(1);
+                for b in [min, max] {
+                    self.f64(b.value);
+                    self.u8(u8::from(b.exclusive));
+                }
+            }
+            ZRange::Lex { min, max } => {
+                self.u8(2);
+                for b in [min, max] {
+                    match b {
+                        LexBound::NegInf => self.u8(0),
+                        LexBound::PosInf => self.u8(1),
+                        LexBound::Inclusive(m) => {
+                            self.u8(2);
+                            self.bytes(m);
+                        }
+                        LexBound::Exclusive(m) => {
+                            self.u8(3);
+                            self.bytes(m);
+                        }
+                    }
+                }
+            }
+        }
     }
     fn end(&mut self, end: End) {
         self.u8(match end {
@@ -457,6 +680,40 @@ impl Reader<'_> {
     fn scored(&mut self) -> Result<Vec<(Vec<u8>, f64)>, DecodeError> {
         let n = self.count(12)?;
         (0..n).map(|_| Ok((self.bytes()?, self.f64()?))).collect()
+    }
+    fn zrange(&mut self) -> Result<ZRange, DecodeError> {
+        Ok(match self.u8()? {
+            0 => ZRange::Rank {
+                start: self.i64()?,
+                stop: self.i64()?,
+            },
+            1 => {
+                let mut bound = || -> Result<ScoreBound, DecodeError> {
+                    Ok(ScoreBound {
+                        value: self.f64()?,
+                        exclusive: self.u8()? != 0,
+                    })
+                };
+                let min = bound()?;
+                let max = bound()?;
+                ZRange::Score { min, max }
+            }
+            2 => {
+                let min = self.lex_bound()?;
+                let max = self.lex_bound()?;
+                ZRange::Lex { min, max }
+            }
+            b => return Err(DecodeError::BadTag(b)),
+        })
+    }
+    fn lex_bound(&mut self) -> Result<LexBound, DecodeError> {
+        Ok(match self.u8()? {
+            0 => LexBound::NegInf,
+            1 => LexBound::PosInf,
+            2 => LexBound::Inclusive(self.bytes()?),
+            3 => LexBound::Exclusive(self.bytes()?),
+            b => return Err(DecodeError::BadTag(b)),
+        })
     }
     fn value(&mut self) -> Result<Value, DecodeError> {
         Ok(match self.u8()? {

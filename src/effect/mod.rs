@@ -16,8 +16,10 @@
 
 mod codec;
 pub mod model;
+mod zrange;
 
-pub use codec::{decode, encode, DecodeError};
+pub use codec::{decode, encode, encoded_len, kind_of, DecodeError, EncodeError, Sink};
+pub use zrange::{zset_order, LexBound, ScoreBound, ZRange};
 
 /// Field/value pairs (hash fields, stream entry fields), in order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -109,7 +111,7 @@ pub enum Effect {
     /// Move the key from the record's db to `to_db`.
     Move {
         key: Vec<u8>,
-        to_db: u8,
+        to_db: u32,
     },
     HashSet {
         key: Vec<u8>,
@@ -174,8 +176,62 @@ pub enum Effect {
     FlushAll,
     /// Swap the record's db with `other`.
     SwapDb {
-        other: u8,
+        other: u32,
     },
+    /// SETRANGE semantics: write `bytes` at `offset` of the string, zero-padding it up to
+    /// there; a missing key becomes a string (unless `bytes` is empty); the expiry stays.
+    /// APPEND, SETRANGE, SETBIT and BITFIELD are logged as the bytes they left.
+    StringWrite {
+        key: Vec<u8>,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// LSET with the index counted from the head.
+    ListSet {
+        key: Vec<u8>,
+        index: u64,
+        element: Vec<u8>,
+    },
+    /// LINSERT: `element` goes before (or `after`) the first `pivot` from the head.
+    ListInsert {
+        key: Vec<u8>,
+        after: bool,
+        pivot: Vec<u8>,
+        element: Vec<u8>,
+    },
+    /// LREM: remove `count` occurrences of `element` from the head (from the tail when
+    /// negative; every one when 0).
+    ListRem {
+        key: Vec<u8>,
+        count: i64,
+        element: Vec<u8>,
+    },
+    /// ZREMRANGEBYRANK / BYSCORE / BYLEX (see `ZRange` for when a lex range is exact).
+    ZsetRemRange {
+        key: Vec<u8>,
+        range: ZRange,
+    },
+    /// SUNIONSTORE / SINTERSTORE / SDIFFSTORE: `key` becomes the result of `op` over the
+    /// sets `sources` of the same db (a missing source is empty), without an expiry; an
+    /// empty result deletes it.
+    SetStore {
+        key: Vec<u8>,
+        op: SetOp,
+        sources: Vec<Vec<u8>>,
+    },
+    /// COPY within the record's db: `to` becomes a copy of `from`'s value and expiry.
+    Copy {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+}
+
+/// The set operation of a `SetStore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOp {
+    Union,
+    Inter,
+    Diff,
 }
 
 impl Effect {
@@ -200,8 +256,14 @@ impl Effect {
             | Effect::ListPop { key, .. }
             | Effect::ListTrim { key, .. }
             | Effect::StreamAdd { key, .. }
-            | Effect::StreamTrim { key, .. } => Some(key),
-            Effect::Rename { from, .. } => Some(from),
+            | Effect::StreamTrim { key, .. }
+            | Effect::StringWrite { key, .. }
+            | Effect::ListSet { key, .. }
+            | Effect::ListInsert { key, .. }
+            | Effect::ListRem { key, .. }
+            | Effect::ZsetRemRange { key, .. }
+            | Effect::SetStore { key, .. } => Some(key),
+            Effect::Rename { from, .. } | Effect::Copy { from, .. } => Some(from),
             Effect::FlushDb | Effect::FlushAll | Effect::SwapDb { .. } => None,
         }
     }
@@ -232,6 +294,13 @@ impl Effect {
             Effect::FlushDb => "flush-db",
             Effect::FlushAll => "flush-all",
             Effect::SwapDb { .. } => "swap-db",
+            Effect::StringWrite { .. } => "string-write",
+            Effect::ListSet { .. } => "list-set",
+            Effect::ListInsert { .. } => "list-insert",
+            Effect::ListRem { .. } => "list-rem",
+            Effect::ZsetRemRange { .. } => "zset-rem-range",
+            Effect::SetStore { .. } => "set-store",
+            Effect::Copy { .. } => "copy",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! deleted, pushes create the key, LTRIM uses inclusive, negative-from-the-tail indexes.
 //! A stream restored from a DUMP is opaque here: later entries are tracked beside it.
 
-use super::{Effect, End, Pairs, StreamId, Value, NO_EXPIRE};
+use super::{zset_order, Effect, End, Pairs, SetOp, StreamId, Value, NO_EXPIRE};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +78,7 @@ pub struct ApplyError(pub String);
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dataset {
-    pub dbs: BTreeMap<u8, BTreeMap<Vec<u8>, Entry>>,
+    pub dbs: BTreeMap<u32, BTreeMap<Vec<u8>, Entry>>,
 }
 
 impl Dataset {
@@ -86,16 +86,16 @@ impl Dataset {
         self.dbs.values().map(BTreeMap::len).sum()
     }
 
-    pub fn get(&self, db: u8, key: &[u8]) -> Option<&Entry> {
+    pub fn get(&self, db: u32, key: &[u8]) -> Option<&Entry> {
         self.dbs.get(&db).and_then(|d| d.get(key))
     }
 
-    fn db(&mut self, db: u8) -> &mut BTreeMap<Vec<u8>, Entry> {
+    fn db(&mut self, db: u32) -> &mut BTreeMap<Vec<u8>, Entry> {
         self.dbs.entry(db).or_default()
     }
 
     /// Applies one effect to `db`.
-    pub fn apply(&mut self, db: u8, effect: &Effect) -> Result<(), ApplyError> {
+    pub fn apply(&mut self, db: u32, effect: &Effect) -> Result<(), ApplyError> {
         match effect {
             Effect::Put {
                 key,
@@ -201,11 +201,7 @@ impl Dataset {
             })?,
             Effect::ZsetPop { key, max, count } => self.edit(db, key, "zset", |v| match v {
                 ModelValue::Zset(z) => {
-                    let mut order: Vec<(f64, Vec<u8>)> = z
-                        .iter()
-                        .map(|(m, s)| (f64::from_bits(*s), m.clone()))
-                        .collect();
-                    order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+                    let mut order = sorted_zset(z);
                     if *max {
                         order.reverse();
                     }
@@ -216,6 +212,118 @@ impl Dataset {
                 }
                 _ => false,
             })?,
+            Effect::ZsetRemRange { key, range } => self.edit(db, key, "zset", |v| match v {
+                ModelValue::Zset(z) => {
+                    let order = sorted_zset(z);
+                    let view: Vec<(f64, &[u8])> =
+                        order.iter().map(|(s, m)| (*s, m.as_slice())).collect();
+                    let picked = range.select(&view);
+                    for ((_, m), gone) in order.iter().zip(picked) {
+                        if gone {
+                            z.remove(m);
+                        }
+                    }
+                    true
+                }
+                _ => false,
+            })?,
+            Effect::StringWrite { key, offset, bytes } => {
+                let d = self.db(db);
+                match d.get_mut(key) {
+                    None if bytes.is_empty() => {}
+                    None => {
+                        let mut s = vec![0u8; saturating_usize(*offset)];
+                        s.extend_from_slice(bytes);
+                        d.insert(
+                            key.clone(),
+                            Entry {
+                                value: ModelValue::String(s),
+                                expire_at_ms: NO_EXPIRE,
+                            },
+                        );
+                    }
+                    Some(Entry {
+                        value: ModelValue::String(s),
+                        ..
+                    }) => write_at(s, saturating_usize(*offset), bytes),
+                    Some(_) => return Err(wrong_type(key, "string")),
+                }
+            }
+            Effect::ListSet {
+                key,
+                index,
+                element,
+            } => self.edit(db, key, "list", |v| match v {
+                ModelValue::List(l) => match l.get_mut(saturating_usize(*index)) {
+                    Some(slot) => {
+                        slot.clone_from(element);
+                        true
+                    }
+                    None => false,
+                },
+                _ => false,
+            })?,
+            Effect::ListInsert {
+                key,
+                after,
+                pivot,
+                element,
+            } => self.edit(db, key, "list", |v| match v {
+                ModelValue::List(l) => {
+                    if let Some(i) = l.iter().position(|e| e == pivot) {
+                        l.insert(i + usize::from(*after), element.clone());
+                    }
+                    true
+                }
+                _ => false,
+            })?,
+            Effect::ListRem {
+                key,
+                count,
+                element,
+            } => self.edit(db, key, "list", |v| match v {
+                ModelValue::List(l) => {
+                    let gone = list_rem_positions(l.len(), *count, |i| &l[i] == element);
+                    let mut i = 0;
+                    l.retain(|_| {
+                        i += 1;
+                        !gone.contains(&(i - 1))
+                    });
+                    true
+                }
+                _ => false,
+            })?,
+            Effect::SetStore { key, op, sources } => {
+                let mut sets = Vec::with_capacity(sources.len());
+                for src in sources {
+                    sets.push(match self.get(db, src) {
+                        None => BTreeSet::new(),
+                        Some(Entry {
+                            value: ModelValue::Set(s),
+                            ..
+                        }) => s.clone(),
+                        Some(_) => return Err(wrong_type(src, "set")),
+                    });
+                }
+                let result = set_op(*op, sets);
+                let d = self.db(db);
+                if result.is_empty() {
+                    d.remove(key);
+                } else {
+                    d.insert(
+                        key.clone(),
+                        Entry {
+                            value: ModelValue::Set(result),
+                            expire_at_ms: NO_EXPIRE,
+                        },
+                    );
+                }
+            }
+            Effect::Copy { from, to } => {
+                if let Some(e) = self.get(db, from).cloned() {
+                    self.db(db).insert(to.clone(), e);
+                }
+            }
             Effect::ListPush { key, end, elements } => {
                 let l = self.collection(db, key, || ModelValue::List(VecDeque::new()))?;
                 let ModelValue::List(l) = l else {
@@ -289,7 +397,7 @@ impl Dataset {
         Ok(())
     }
 
-    fn string_number(&mut self, db: u8, key: &[u8]) -> Result<String, ApplyError> {
+    fn string_number(&mut self, db: u32, key: &[u8]) -> Result<String, ApplyError> {
         match self.get(db, key) {
             None => Ok("0".into()),
             Some(Entry {
@@ -301,7 +409,7 @@ impl Dataset {
     }
 
     /// Sets a string value, keeping the key's expiry as INCR and friends do.
-    fn set_string(&mut self, db: u8, key: &[u8], value: Vec<u8>) {
+    fn set_string(&mut self, db: u32, key: &[u8], value: Vec<u8>) {
         let d = self.db(db);
         let expire_at_ms = d.get(key).map(|e| e.expire_at_ms).unwrap_or(NO_EXPIRE);
         d.insert(
@@ -316,7 +424,7 @@ impl Dataset {
     /// The collection at `key`, created empty by `make` if the key is absent.
     fn collection(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
         make: impl FnOnce() -> ModelValue,
     ) -> Result<&mut ModelValue, ApplyError> {
@@ -330,7 +438,7 @@ impl Dataset {
     /// Edits an existing collection; absent keys are left alone, emptied ones deleted.
     fn edit(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
         want: &str,
         f: impl FnOnce(&mut ModelValue) -> bool,
@@ -354,6 +462,65 @@ fn wrong_type(key: &[u8], want: &str) -> ApplyError {
         "key '{}' is not a {want}",
         String::from_utf8_lossy(key)
     ))
+}
+
+/// A zset's elements in the server's order, with their scores.
+fn sorted_zset(z: &BTreeMap<Vec<u8>, u64>) -> Vec<(f64, Vec<u8>)> {
+    let mut order: Vec<(f64, Vec<u8>)> = z
+        .iter()
+        .map(|(m, s)| (f64::from_bits(*s), m.clone()))
+        .collect();
+    order.sort_by(|a, b| zset_order((a.0, &a.1), (b.0, &b.1)));
+    order
+}
+
+/// SETRANGE's write: zero-pads `s` up to `offset`, then overwrites from there.
+pub fn write_at(s: &mut Vec<u8>, offset: usize, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let end = offset.saturating_add(bytes.len());
+    if s.len() < end {
+        s.resize(end, 0);
+    }
+    s[offset..end].copy_from_slice(bytes);
+}
+
+/// The positions LREM removes from a list of `len` elements: the first `count` matches
+/// from the head (`count > 0`), the last `-count` from the tail (`count < 0`), or every
+/// match (`count == 0`); `matches(i)` tells whether element `i` equals the argument.
+pub fn list_rem_positions(
+    len: usize,
+    count: i64,
+    mut matches: impl FnMut(usize) -> bool,
+) -> BTreeSet<usize> {
+    let limit = if count == 0 {
+        usize::MAX
+    } else {
+        saturating_usize(count.unsigned_abs())
+    };
+    let order: Box<dyn Iterator<Item = usize>> = if count < 0 {
+        Box::new((0..len).rev())
+    } else {
+        Box::new(0..len)
+    };
+    order.filter(|&i| matches(i)).take(limit).collect()
+}
+
+/// SUNION / SINTER / SDIFF over sets given in argument order.
+pub fn set_op(op: SetOp, sets: Vec<BTreeSet<Vec<u8>>>) -> BTreeSet<Vec<u8>> {
+    let mut it = sets.into_iter();
+    let Some(first) = it.next() else {
+        return BTreeSet::new();
+    };
+    match op {
+        SetOp::Union => it.fold(first, |mut acc, s| {
+            acc.extend(s);
+            acc
+        }),
+        SetOp::Inter => it.fold(first, |acc, s| acc.intersection(&s).cloned().collect()),
+        SetOp::Diff => it.fold(first, |acc, s| acc.difference(&s).cloned().collect()),
+    }
 }
 
 fn saturating_usize(n: u64) -> usize {

@@ -6,9 +6,11 @@
 //! the batch, never a partial change.
 
 use super::layout::*;
+use super::store::corrupt;
 use super::{Coll, KeySpace, StoreError, StoredValue};
-use crate::effect::model::trim_range;
-use crate::effect::{encode, Effect, End, Value, NO_EXPIRE};
+use crate::effect::model::{list_rem_positions, set_op, trim_range};
+use crate::effect::{encode, zset_order, Effect, End, Value, NO_EXPIRE};
+use std::collections::BTreeSet;
 
 /// Why one effect was not applied.
 pub(super) enum ApplyFail {
@@ -31,7 +33,7 @@ pub(super) fn mismatch(key: &[u8], want: &str) -> ApplyFail {
 }
 
 impl KeySpace {
-    pub(super) fn apply(&mut self, db: u8, effect: &Effect) -> Result<(), ApplyFail> {
+    pub(super) fn apply(&mut self, db: u32, effect: &Effect) -> Result<(), ApplyFail> {
         match effect {
             Effect::Put {
                 key,
@@ -51,7 +53,7 @@ impl KeySpace {
                     .and_then(|s| s.parse::<i64>().ok())
                     .unwrap_or(0);
                 let item =
-                    self.new_string_item(key, n.wrapping_add(*by).to_string().as_bytes(), expire)?;
+                    self.new_string_value(key, n.wrapping_add(*by).to_string().as_bytes(), expire)?;
                 self.upsert_key(db, key, item, true)?;
             }
             Effect::IncrByFloat { key, by } => {
@@ -65,7 +67,7 @@ impl KeySpace {
                         .unwrap_or(0.0)
                 };
                 let v = format!("{}", parse(&current) + parse(by));
-                let item = self.new_string_item(key, v.as_bytes(), expire)?;
+                let item = self.new_string_value(key, v.as_bytes(), expire)?;
                 self.upsert_key(db, key, item, true)?;
             }
             Effect::Rename { from, to } => {
@@ -148,17 +150,29 @@ impl KeySpace {
                 let Some(mut c) = self.existing_collection(db, key, VT_ZSET)? else {
                     return Ok(());
                 };
-                let value = self.collection_value(&c, false)?;
-                if let StoredValue::Zset(mut z) = value {
-                    z.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-                    if *max {
-                        z.reverse();
-                    }
-                    for (m, _) in z
-                        .into_iter()
-                        .take(usize::try_from(*count).unwrap_or(usize::MAX))
-                    {
-                        c = self.table_delete(c, &m)?;
+                let mut order = self.sorted_zset(&c)?;
+                if *max {
+                    order.reverse();
+                }
+                for (_, m) in order
+                    .into_iter()
+                    .take(usize::try_from(*count).unwrap_or(usize::MAX))
+                {
+                    c = self.table_delete(c, &m)?;
+                }
+                self.drop_if_empty(db, key, &c)?;
+            }
+            Effect::ZsetRemRange { key, range } => {
+                let Some(mut c) = self.existing_collection(db, key, VT_ZSET)? else {
+                    return Ok(());
+                };
+                let order = self.sorted_zset(&c)?;
+                let view: Vec<(f64, &[u8])> =
+                    order.iter().map(|(s, m)| (*s, m.as_slice())).collect();
+                let picked = range.select(&view);
+                for ((_, m), gone) in order.iter().zip(picked) {
+                    if gone {
+                        c = self.table_delete(c, m)?;
                     }
                 }
                 self.drop_if_empty(db, key, &c)?;
@@ -200,18 +214,178 @@ impl KeySpace {
             }
             Effect::FlushDb => self.flush_db(db)?,
             Effect::FlushAll => {
-                for d in 0..MAX_DBS {
-                    self.flush_db(d as u8)?;
+                for (d, _) in self.dbs_with_tables()? {
+                    self.flush_db(d)?;
                 }
             }
             Effect::SwapDb { other } => {
-                let a = self.store.read_word(self.root_db(db))?;
-                let b = self.store.read_word(self.root_db(*other))?;
-                self.store.write_word(self.root_db(db), b)?;
-                self.store.write_word(self.root_db(*other), a)?;
+                let a = self.db_table(db)?.unwrap_or(0);
+                let b = self.db_table(*other)?.unwrap_or(0);
+                self.set_db_table(db, b)?;
+                self.set_db_table(*other, a)?;
+            }
+            Effect::StringWrite { key, offset, bytes } => {
+                self.string_write(db, key, *offset, bytes)?
+            }
+            Effect::ListSet {
+                key,
+                index,
+                element,
+            } => {
+                let Some(c) = self.existing_collection(db, key, VT_LIST)? else {
+                    return Err(mismatch(key, "list"));
+                };
+                if *index >= c.count {
+                    return Err(ApplyFail::Mismatch(format!(
+                        "LSET index {index} of a list of {} elements",
+                        c.count
+                    )));
+                }
+                let item = self.new_block(&encode_member(element, &[]))?;
+                self.deque_set(&c, *index, item)?;
+            }
+            Effect::ListInsert {
+                key,
+                after,
+                pivot,
+                element,
+            } => {
+                let Some(c) = self.existing_collection(db, key, VT_LIST)? else {
+                    return Ok(());
+                };
+                let items = self.items(&c)?;
+                let mut buf = Vec::new();
+                let mut at = None;
+                for (i, &item) in items.iter().enumerate() {
+                    self.item_name_into(item, false, &mut buf)?;
+                    if buf == *pivot {
+                        at = Some(i as u64 + u64::from(*after));
+                        break;
+                    }
+                }
+                if let Some(at) = at {
+                    let item = self.new_block(&encode_member(element, &[]))?;
+                    self.deque_insert(c, at, item)?;
+                }
+            }
+            Effect::ListRem {
+                key,
+                count,
+                element,
+            } => {
+                let Some(c) = self.existing_collection(db, key, VT_LIST)? else {
+                    return Ok(());
+                };
+                let items = self.items(&c)?;
+                let mut names = Vec::with_capacity(items.len());
+                for &item in &items {
+                    let mut buf = Vec::new();
+                    self.item_name_into(item, false, &mut buf)?;
+                    names.push(buf);
+                }
+                let gone = list_rem_positions(items.len(), *count, |i| names[i] == *element);
+                if !gone.is_empty() {
+                    let c = self.deque_remove(c, &gone)?;
+                    self.drop_if_empty(db, key, &c)?;
+                }
+            }
+            Effect::SetStore { key, op, sources } => {
+                let mut sets = Vec::with_capacity(sources.len());
+                for src in sources {
+                    let members = match self.existing_collection(db, src, VT_SET)? {
+                        None => BTreeSet::new(),
+                        Some(c) => match self.collection_value(&c, false)? {
+                            StoredValue::Set(m) => m.into_iter().collect(),
+                            _ => BTreeSet::new(),
+                        },
+                    };
+                    sets.push(members);
+                }
+                let result = set_op(*op, sets);
+                if result.is_empty() {
+                    self.delete_key(db, key, true)?;
+                } else {
+                    let value = Value::Set(result.into_iter().collect());
+                    let item = self.new_value_item(key, &value, NO_EXPIRE)?;
+                    self.upsert_key(db, key, item, true)?;
+                }
+            }
+            Effect::Copy { from, to } => {
+                if from == to {
+                    return Ok(());
+                }
+                let Some((_, _, item)) = self.find_key(db, from)? else {
+                    return Ok(());
+                };
+                let copy = self.copy_key_item(item, to)?;
+                self.upsert_key(db, to, copy, true)?;
             }
         }
         Ok(())
+    }
+
+    /// The members of a zset in the server's order, with their scores.
+    fn sorted_zset(&self, c: &Coll) -> Result<Vec<(f64, Vec<u8>)>, StoreError> {
+        let StoredValue::Zset(z) = self.collection_value(c, false)? else {
+            return Err(corrupt(c.off, "expected a zset"));
+        };
+        let mut order: Vec<(f64, Vec<u8>)> = z.into_iter().map(|(m, s)| (s, m)).collect();
+        order.sort_by(|a, b| zset_order((a.0, &a.1), (b.0, &b.1)));
+        Ok(order)
+    }
+
+    /// A deep copy of a key item (and of everything it reaches), named `to`.
+    fn copy_key_item(&mut self, item: u64, to: &[u8]) -> Result<u64, StoreError> {
+        let h = self.header_at(item)?;
+        let (_, _, string) = self.item_parts(item, false)?;
+        let expire = self.store.read_word(item + KEY_EXPIRE)? as i64;
+        let coll = match h.vtype {
+            VT_STRING => 0,
+            _ => self.copy_collection(self.store.read_word(item + KEY_COLL)?)?,
+        };
+        self.new_block(&encode_key(h.vtype, to, &string, expire, coll))
+    }
+
+    /// A copy of a collection with the same shape (slots, tombstones, head index) and a
+    /// copy of every member; returns the new header's offset.
+    fn copy_collection(&mut self, off: u64) -> Result<u64, StoreError> {
+        let c = self.coll(off)?;
+        let slot = slot_size(c.vtype);
+        let slots = self.zeroed(c.cap * slot)?;
+        for i in 0..c.cap {
+            let at = i * slot;
+            let item_at = if slot == TABLE_SLOT { at + 8 } else { at };
+            let item = self.store.read_word(c.slots + item_at)?;
+            if item == EMPTY {
+                continue;
+            }
+            if slot == TABLE_SLOT {
+                let h = self.store.read_word(c.slots + at)?;
+                self.store.write_word(slots + at, h)?;
+            }
+            let copy = if item == TOMBSTONE && slot == TABLE_SLOT {
+                TOMBSTONE
+            } else {
+                self.copy_block(item)?
+            };
+            self.store.write_word(slots + item_at, copy)?;
+        }
+        let extra = match c.vtype {
+            VT_STREAM if c.extra != 0 => self.copy_block(c.extra)?,
+            _ => c.extra,
+        };
+        self.new_block(&encode_coll(c.vtype, c.count, slots, c.cap, c.aux, extra))
+    }
+
+    /// A byte-for-byte copy of a member item (its checksum does not cover its address).
+    fn copy_block(&mut self, off: u64) -> Result<u64, StoreError> {
+        let h = self.header_at(off)?;
+        if h.kind != KIND_MEMBER {
+            return Err(corrupt(off, "expected a member item"));
+        }
+        let mut bytes = vec![0u8; h.len as usize];
+        self.store.read_bytes(off, &mut bytes)?;
+        self.new_block(&bytes)
     }
 
     /// Builds a key item (and its collection) for a whole value.
@@ -222,7 +396,7 @@ impl KeySpace {
         expire: i64,
     ) -> Result<u64, StoreError> {
         let (vtype, n) = match value {
-            Value::String(s) => return self.new_string_item(key, s, expire),
+            Value::String(s) => return self.new_string_value(key, s, expire),
             Value::List(l) => (VT_LIST, l.len()),
             Value::Hash(h) => (VT_HASH, h.len()),
             Value::Set(s) => (VT_SET, s.len()),
@@ -257,14 +431,14 @@ impl KeySpace {
                 }
             }
             Value::StreamDump(d) => {
-                let item = self.new_block(&encode_member(d, &[]))?;
-                self.store.write_word(c.off + COLL_DUMP, item)?;
+                c.extra = self.new_block(&encode_member(d, &[]))?;
+                self.set_coll(&c)?;
             }
         }
         self.new_block(&encode_key(vtype, key, &[], expire, c.off))
     }
 
-    pub(super) fn set_expire(&mut self, db: u8, key: &[u8], at: i64) -> Result<(), StoreError> {
+    pub(super) fn set_expire(&mut self, db: u32, key: &[u8], at: i64) -> Result<(), StoreError> {
         if let Some((_, _, item)) = self.find_key(db, key)? {
             self.store.write_word(item + KEY_EXPIRE, at as u64)?;
         }
@@ -273,24 +447,29 @@ impl KeySpace {
 
     pub(super) fn string_number(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
     ) -> Result<(Vec<u8>, i64), ApplyFail> {
         match self.find_key(db, key)? {
             None => Ok((b"0".to_vec(), NO_EXPIRE)),
             Some((_, _, item)) => {
                 let (h, _, s) = self.item_parts(item, false)?;
-                if h.vtype != VT_STRING {
-                    return Err(mismatch(key, "string"));
-                }
+                let s = match h.vtype {
+                    VT_STRING => s,
+                    VT_CHUNKS => {
+                        let c = self.coll(self.store.read_word(item + KEY_COLL)?)?;
+                        self.chunked_bytes(&c, false)?
+                    }
+                    _ => return Err(mismatch(key, "string")),
+                };
                 Ok((s, self.store.read_word(item + KEY_EXPIRE)? as i64))
             }
         }
     }
 
-    pub(super) fn flush_db(&mut self, db: u8) -> Result<(), StoreError> {
+    pub(super) fn flush_db(&mut self, db: u32) -> Result<(), StoreError> {
         if let Some(t) = self.db_table(db)? {
-            self.store.write_word(self.root_db(db), 0)?;
+            self.set_db_table(db, 0)?;
             self.free_collection(t)?;
         }
         Ok(())
@@ -299,7 +478,7 @@ impl KeySpace {
     /// The collection of `key` for a write that creates it when absent.
     pub(super) fn collection_for_write(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
         vtype: u8,
     ) -> Result<Coll, ApplyFail> {
@@ -314,7 +493,7 @@ impl KeySpace {
 
     pub(super) fn existing_collection(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
         vtype: u8,
     ) -> Result<Option<Coll>, ApplyFail> {
@@ -336,7 +515,12 @@ impl KeySpace {
         Ok(Some(self.coll(off)?))
     }
 
-    pub(super) fn drop_if_empty(&mut self, db: u8, key: &[u8], c: &Coll) -> Result<(), StoreError> {
+    pub(super) fn drop_if_empty(
+        &mut self,
+        db: u32,
+        key: &[u8],
+        c: &Coll,
+    ) -> Result<(), StoreError> {
         if c.count == 0 && c.vtype != VT_STREAM {
             self.delete_key(db, key, true)?;
         }
@@ -345,7 +529,8 @@ impl KeySpace {
 
     pub(super) fn stream_op(&mut self, c: Coll, effect: &Effect) -> Result<(), StoreError> {
         let mut payload = Vec::new();
-        let kind = encode(effect, &mut payload);
+        let kind = encode(effect, &mut payload)
+            .map_err(|e| corrupt(c.off, format!("a stream effect cannot be stored: {e}")))?;
         let mut a = Vec::with_capacity(payload.len() + 1);
         a.push(kind);
         a.extend_from_slice(&payload);

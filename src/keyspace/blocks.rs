@@ -36,7 +36,7 @@ impl KeySpace {
             slots: w(COLL_SLOTS)?,
             cap: w(COLL_CAP)?,
             aux: w(COLL_AUX)?,
-            dump: w(COLL_DUMP)?,
+            extra: w(COLL_EXTRA)?,
         };
         let slot = slot_size(c.vtype);
         let (start, end) = self.store.heap_range();
@@ -202,6 +202,9 @@ impl KeySpace {
         c: &Coll,
         verify: bool,
     ) -> Result<StoredValue, StoreError> {
+        if c.vtype == VT_CHUNKS {
+            return Ok(StoredValue::String(self.chunked_bytes(c, verify)?));
+        }
         let items = self.items(c)?;
         let mut parts = Vec::with_capacity(items.len());
         for item in items {
@@ -226,7 +229,7 @@ impl KeySpace {
                     .collect(),
             ),
             VT_STREAM => {
-                let dump = match c.dump {
+                let dump = match c.extra {
                     0 => None,
                     d => Some(self.item_parts(d, verify)?.1),
                 };
@@ -269,7 +272,7 @@ impl KeySpace {
 
     /// A new collection (header and slot array) of `vtype` for `n` items.
     pub(super) fn new_coll(&mut self, vtype: u8, n: u64) -> Result<Coll, StoreError> {
-        let deque = vtype == VT_LIST || vtype == VT_STREAM;
+        let deque = is_deque(vtype);
         let cap = if deque {
             capacity_for(n)
         } else {
@@ -285,7 +288,7 @@ impl KeySpace {
             slots,
             cap,
             aux: 0,
-            dump: 0,
+            extra: 0,
         })
     }
 
@@ -307,6 +310,7 @@ impl KeySpace {
             (COLL_SLOTS, c.slots),
             (COLL_CAP, c.cap),
             (COLL_AUX, c.aux),
+            (COLL_EXTRA, c.extra),
         ] {
             if self.store.read_word(c.off + at)? != v {
                 self.store.write_word(c.off + at, v)?;
@@ -334,15 +338,16 @@ impl KeySpace {
 
     pub(super) fn free_collection(&mut self, off: u64) -> Result<(), StoreError> {
         let c = self.coll(off)?;
-        for item in self.items(&c)? {
+        // A chunked string's 0 slots are chunks of zeros: nothing to free.
+        for item in self.items(&c)?.into_iter().filter(|&i| i != EMPTY) {
             if c.vtype == VT_KEYS {
                 self.free_key_item(item, true)?;
             } else {
                 self.free_item(item)?;
             }
         }
-        if c.dump != 0 {
-            self.free_item(c.dump)?;
+        if c.vtype == VT_STREAM && c.extra != 0 {
+            self.free_item(c.extra)?;
         }
         self.store.free(c.slots, c.cap * slot_size(c.vtype));
         self.store.free(off, COLL_LEN);

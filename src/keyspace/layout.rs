@@ -23,6 +23,15 @@ pub const VT_HASH: u8 = 3;
 pub const VT_SET: u8 = 4;
 pub const VT_ZSET: u8 = 5;
 pub const VT_STREAM: u8 = 6;
+/// A string longer than `INLINE_STRING_MAX`: a deque of chunk members (`CHUNK` bytes
+/// each, the last one shorter; a 0 slot is a chunk of zeros), the total length in the
+/// collection's `COLL_EXTRA` word.
+pub const VT_CHUNKS: u8 = 7;
+
+/// Bytes of a string chunk: a chunk member is then exactly 4096 bytes.
+pub const CHUNK: u64 = 4096 - MEMBER_DATA;
+/// The longest string kept inside its key item.
+pub const INLINE_STRING_MAX: u64 = CHUNK;
 
 /// Key item: header, key_len u32, val_len u32, expire_at i64 (mutable), coll u64,
 /// crc u32, pad u32, key bytes, string bytes.
@@ -33,12 +42,13 @@ pub const KEY_CRC: u64 = 32;
 pub const KEY_DATA: u64 = 40;
 
 /// Collection header (48 bytes): header, count, slots, cap, aux (tables: used slots
-/// incl. tombstones; deques: head index), dump (streams: member holding the DUMP).
+/// incl. tombstones; deques: head index), extra (streams: member holding the DUMP, or 0;
+/// chunked strings: the string's length in bytes).
 pub const COLL_COUNT: u64 = 8;
 pub const COLL_SLOTS: u64 = 16;
 pub const COLL_CAP: u64 = 24;
 pub const COLL_AUX: u64 = 32;
-pub const COLL_DUMP: u64 = 40;
+pub const COLL_EXTRA: u64 = 40;
 pub const COLL_LEN: u64 = 48;
 
 /// Member item: header, a_len u32, b_len u32, crc u32, pad u32, a bytes, b bytes.
@@ -56,9 +66,13 @@ pub const TOMBSTONE: u64 = 1;
 pub const ROOT_APPLIED_LSN: u64 = 0;
 pub const ROOT_LOG_HEAD: u64 = 8;
 pub const ROOT_HEAP_TOP: u64 = 16;
-pub const ROOT_DBS: u64 = 64;
-/// Databases the root has room for (the log's db byte is a u8).
-pub const MAX_DBS: u64 = 256;
+/// The db directory (slots of key-table pointers) and its slot count.
+pub const ROOT_DB_DIR: u64 = 24;
+pub const ROOT_DB_SLOTS: u64 = 32;
+/// Root words a journal entry may name.
+pub const ROOT_WORDS: u64 = 40;
+/// Bytes per db directory slot.
+pub const DB_SLOT: u64 = 8;
 
 /// The hash stored in table slots: XXH3-64, seed 0, of the key or member bytes.
 pub fn hash(bytes: &[u8]) -> u64 {
@@ -170,11 +184,16 @@ pub fn encode_coll(vtype: u8, count: u64, slots: u64, cap: u64, aux: u64, dump: 
 /// Bytes per slot of a collection of `vtype`: deques (lists, stream effects) hold an item
 /// pointer, hash tables a hash and an item pointer.
 pub fn slot_size(vtype: u8) -> u64 {
-    if vtype == VT_LIST || vtype == VT_STREAM {
+    if is_deque(vtype) {
         DEQUE_SLOT
     } else {
         TABLE_SLOT
     }
+}
+
+/// Whether collections of `vtype` are deques (else hash tables).
+pub fn is_deque(vtype: u8) -> bool {
+    matches!(vtype, VT_LIST | VT_STREAM | VT_CHUNKS)
 }
 
 /// The smallest power of two >= n (and >= 8): table and deque capacities.

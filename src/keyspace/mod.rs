@@ -26,6 +26,7 @@ mod dbs;
 mod deque;
 pub mod layout;
 mod store;
+mod strings;
 mod table;
 mod walk;
 
@@ -35,7 +36,7 @@ pub use store::{
 
 use crate::effect::model::{Dataset, Entry, ModelValue};
 use crate::effect::{Effect, NO_EXPIRE};
-use crate::log::Cursor;
+use crate::log::{BlobRef, Cursor};
 use crate::pmem::Media;
 use crate::pool::{Superblock, JOURNAL_WORD_OFFSET, ROOT_OFFSET};
 use apply::ApplyFail;
@@ -70,7 +71,7 @@ impl Layout {
     /// Offsets a journal entry may name: root words and heap words.
     pub fn journal_may_write(&self, off: u64) -> bool {
         off.is_multiple_of(8)
-            && ((off >= self.root && off < self.root + ROOT_DBS + MAX_DBS * 8)
+            && ((off >= self.root && off < self.root + ROOT_WORDS)
                 || (off >= self.heap_start && off + 8 <= self.heap_end))
     }
 }
@@ -131,7 +132,8 @@ struct Coll {
     slots: u64,
     cap: u64,
     aux: u64,
-    dump: u64,
+    /// Streams: the member holding the DUMP (or 0); chunked strings: the length.
+    extra: u64,
 }
 
 /// Result of probing a table.
@@ -154,8 +156,14 @@ pub struct KeySpace {
 impl KeySpace {
     /// Opens the key space of a pool whose journal has been recovered
     /// (`Pool::open_*` does it), and rebuilds the free lists by walking what the key
-    /// space reaches. A damaged structure is an error naming its offset.
-    pub fn open(media: Arc<dyn Media>, layout: Layout) -> Result<KeySpace, StoreError> {
+    /// space reaches and the blobs of the log's live records (`live_blobs`), which the
+    /// key space will own once it folds them. A damaged structure is an error naming its
+    /// offset.
+    pub fn open(
+        media: Arc<dyn Media>,
+        layout: Layout,
+        live_blobs: &[BlobRef],
+    ) -> Result<KeySpace, StoreError> {
         let top = media.load_u64(layout.root + ROOT_HEAP_TOP)?;
         if top != 0
             && (top < layout.heap_start || top > layout.heap_end || !top.is_multiple_of(GRAIN))
@@ -165,7 +173,7 @@ impl KeySpace {
                 format!("heap top {top} outside the heap"),
             ));
         }
-        let store = Store::new(
+        let mut store = Store::new(
             media,
             layout.journal,
             layout.heap_start,
@@ -173,6 +181,11 @@ impl KeySpace {
             layout.root + ROOT_HEAP_TOP,
             top,
         );
+        // A blob allocated from the top is durable before its record commits, but the
+        // top word moves only with the next batch: after a crash the top may lie below it.
+        for b in live_blobs {
+            store.cover(b.offset + size_class(b.len));
+        }
         let mut ks = KeySpace {
             store,
             layout,
@@ -180,7 +193,7 @@ impl KeySpace {
             scratch: Vec::new(),
         };
         // Every item checksum is verified: damaged data is refused, never loaded.
-        let report = ks.walk(true)?;
+        let report = ks.walk(true, Some(live_blobs))?;
         if let Some(p) = report.problems.first() {
             return Err(corrupt(p.offset, p.what.clone()));
         }
@@ -209,23 +222,30 @@ impl KeySpace {
     /// Keys in every db.
     pub fn key_count(&self) -> Result<u64, StoreError> {
         let mut n = 0;
-        for db in 0..MAX_DBS {
-            if let Some(t) = self.db_table(db as u8)? {
-                n += self.coll(t)?.count;
-            }
+        for (_, t) in self.dbs_with_tables()? {
+            n += self.coll(t)?.count;
         }
         Ok(n)
     }
 
+    /// Allocates a heap block for a log blob of `len` bytes, outside any batch: the
+    /// caller writes it, makes it durable and appends the record naming it; the batch
+    /// that folds that record frees it (see `log::blob`).
+    pub fn alloc_blob(&mut self, len: u64) -> Result<u64, StoreError> {
+        self.store.alloc_detached(len)
+    }
+
     /// Folds `records` (db, effect) into the key space as one atomic batch that ends at
-    /// log position `next` (so the log's head moves there). An effect the state cannot
-    /// take is counted and skipped; any other error aborts the whole batch.
+    /// log position `next` (so the log's head moves there), freeing the `blobs` those
+    /// records came from. An effect the state cannot take is counted and skipped; any
+    /// other error aborts the whole batch.
     pub fn apply_batch<'a>(
         &mut self,
-        records: impl IntoIterator<Item = (u8, &'a Effect)>,
+        records: impl IntoIterator<Item = (u32, &'a Effect)>,
+        blobs: &[BlobRef],
         next: Cursor,
     ) -> Result<(), StoreError> {
-        let result = self.apply_batch_inner(records, next);
+        let result = self.apply_batch_inner(records, blobs, next);
         if result.is_err() {
             self.store.abort();
         }
@@ -234,9 +254,13 @@ impl KeySpace {
 
     fn apply_batch_inner<'a>(
         &mut self,
-        records: impl IntoIterator<Item = (u8, &'a Effect)>,
+        records: impl IntoIterator<Item = (u32, &'a Effect)>,
+        blobs: &[BlobRef],
         next: Cursor,
     ) -> Result<(), StoreError> {
+        for b in blobs {
+            self.store.free(b.offset, b.len);
+        }
         let mut n = 0;
         // Counted only once the batch commits: an aborted batch is retried (smaller),
         // and its skipped effects would otherwise count twice.
@@ -274,7 +298,7 @@ impl KeySpace {
     }
 
     /// Reads the stored entry of a key.
-    pub fn get(&mut self, db: u8, key: &[u8]) -> Result<Option<StoredEntry>, StoreError> {
+    pub fn get(&mut self, db: u32, key: &[u8]) -> Result<Option<StoredEntry>, StoreError> {
         match self.find_key(db, key)? {
             None => Ok(None),
             Some((_, _, item)) => self.entry_of(item, false).map(|(_, e)| Some(e)),
@@ -284,13 +308,9 @@ impl KeySpace {
     /// Calls `f(db, key, entry)` for every key, db by db (table order within a db).
     pub fn visit(
         &self,
-        mut f: impl FnMut(u8, &[u8], StoredEntry) -> Result<(), StoreError>,
+        mut f: impl FnMut(u32, &[u8], StoredEntry) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        for db in 0..MAX_DBS {
-            let db = db as u8;
-            let Some(t) = self.db_table(db)? else {
-                continue;
-            };
+        for (db, t) in self.dbs_with_tables()? {
             let c = self.coll(t)?;
             for item in self.items(&c)? {
                 let (key, entry) = self.entry_of(item, false)?;

@@ -201,6 +201,8 @@ pub struct Store {
     top_word: u64,
     /// Bump pointer (DRAM; made durable through the overlay at commit).
     top: u64,
+    /// The top as the root holds it (what the last commit wrote).
+    durable_top: u64,
     /// Free blocks by size class.
     free: BTreeMap<u64, Vec<u64>>,
     free_bytes: u64,
@@ -237,6 +239,7 @@ impl Store {
             heap_end,
             top_word,
             top,
+            durable_top: top,
             free: BTreeMap::new(),
             free_bytes: 0,
             used_bytes: top - heap_start,
@@ -324,6 +327,25 @@ impl Store {
         Ok(off)
     }
 
+    /// Allocates a block outside any batch (a log blob, see `KeySpace::alloc_blob`).
+    /// Between batches only (the caller holds the key space): the block is nobody's in
+    /// the committed state, and an abort of a later batch leaves it allocated.
+    pub fn alloc_detached(&mut self, len: u64) -> Result<u64, StoreError> {
+        let off = self.alloc(len)?;
+        self.fresh.remove(&off);
+        self.top_at_begin = self.top;
+        Ok(off)
+    }
+
+    /// Raises the top to at least `end` (a live blob above the durable top after a crash).
+    pub fn cover(&mut self, end: u64) {
+        if end > self.top && end <= self.heap_end {
+            self.used_bytes += end - self.top;
+            self.top = end;
+            self.top_at_begin = end;
+        }
+    }
+
     /// Frees the block at `off` of `len` bytes (its class) once the batch commits.
     pub fn free(&mut self, off: u64, len: u64) {
         self.pending_free.push((off, size_class(len)));
@@ -383,7 +405,7 @@ impl Store {
     }
 
     fn commit_inner(&mut self) -> Result<(), StoreError> {
-        if self.top != self.top_at_begin {
+        if self.top != self.durable_top {
             let top = self.top;
             self.overlay.insert(self.top_word, top);
         }
@@ -453,6 +475,7 @@ impl Store {
             self.used_bytes -= class;
         }
         self.top_at_begin = self.top;
+        self.durable_top = self.top;
     }
 
     /// Forgets the open batch: nothing it did reaches the committed state.

@@ -58,7 +58,7 @@ impl KeySpace {
     /// The key item of `key` in `db`.
     pub(super) fn find_key(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
     ) -> Result<Option<(Coll, u64, u64)>, StoreError> {
         let Some(t) = self.db_table(db)? else {
@@ -73,7 +73,7 @@ impl KeySpace {
     /// Puts `item` (a key item for `key`) in `db`, freeing what it replaces.
     pub(super) fn upsert_key(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
         item: u64,
         free_old: bool,
@@ -85,7 +85,7 @@ impl KeySpace {
             }
             None => {
                 let c = self.new_coll(VT_KEYS, 0)?;
-                self.store.write_word(self.root_db(db), c.off)?;
+                self.set_db_table(db, c.off)?;
                 c
             }
         };
@@ -103,7 +103,7 @@ impl KeySpace {
 
     pub(super) fn delete_key(
         &mut self,
-        db: u8,
+        db: u32,
         key: &[u8],
         free_value: bool,
     ) -> Result<(), StoreError> {

@@ -7,15 +7,23 @@
 use super::layout::*;
 use super::store::corrupt;
 use super::{CheckReport, KeySpace, Problem, StoreError};
+use crate::log::BlobRef;
 
 impl KeySpace {
     /// Walks everything the key space reaches, checking structure (and item checksums
-    /// with `verify`); rebuilds the free lists unless problems were found.
+    /// with `verify`). Changes nothing: blobs of unfolded records are not reachable from
+    /// the key space, so free space is only rebuilt at open, from the log's live blobs.
     pub fn check(&mut self, verify: bool) -> Result<CheckReport, StoreError> {
-        self.walk(verify)
+        self.walk(verify, None)
     }
 
-    pub(super) fn walk(&mut self, verify: bool) -> Result<CheckReport, StoreError> {
+    /// The walk; with `live_blobs` (at open) it also marks those and, when nothing is
+    /// wrong, rebuilds the free lists from what is marked.
+    pub(super) fn walk(
+        &mut self,
+        verify: bool,
+        live_blobs: Option<&[BlobRef]>,
+    ) -> Result<CheckReport, StoreError> {
         let (start, _) = self.store.heap_range();
         let top = self.store.top();
         let grains = ((top - start) / GRAIN) as usize;
@@ -45,14 +53,20 @@ impl KeySpace {
             }
             true
         };
-        for db in 0..MAX_DBS {
-            let Some(t) = self.db_table(db as u8)? else {
-                continue;
-            };
+        if let Some((dir, len)) = self.db_dir_block()? {
+            mark(dir, size_class(len), &mut report);
+        }
+        for (_, t) in self.dbs_with_tables()? {
             let res = self.walk_coll(t, VT_KEYS, verify, &mut report, &mut mark);
             if let Err(e) = res {
                 report.problems.push(problem_of(e)?);
             }
+        }
+        let Some(live_blobs) = live_blobs else {
+            return Ok(report);
+        };
+        for b in live_blobs {
+            mark(b.offset, size_class(b.len), &mut report);
         }
         if report.problems.is_empty() {
             let runs = marked_runs(&marks, grains)
@@ -78,19 +92,32 @@ impl KeySpace {
                 format!("collection of type {} where {expect} belongs", c.vtype),
             ));
         }
-        if !mark(off, COLL_LEN, report) || !mark(c.slots, c.cap * slot_size(c.vtype), report) {
+        let slots_len = size_class(c.cap * slot_size(c.vtype));
+        if !mark(off, COLL_LEN, report) || !mark(c.slots, slots_len, report) {
             return Ok(());
         }
-        if c.dump != 0 {
-            let h = self.header_at(c.dump)?;
+        if c.vtype == VT_STREAM && c.extra != 0 {
+            let h = self.header_at(c.extra)?;
             if verify {
-                self.item_parts(c.dump, true)?;
+                self.item_parts(c.extra, true)?;
             }
-            mark(c.dump, h.len, report);
+            mark(c.extra, h.len, report);
+        }
+        if c.vtype == VT_CHUNKS && (c.count != c.extra.div_ceil(CHUNK) || c.aux != 0) {
+            return Err(corrupt(
+                off,
+                format!("chunked string of {} bytes in {} chunks", c.extra, c.count),
+            ));
         }
         let is_table = slot_size(c.vtype) == TABLE_SLOT;
         for (slot_hash, item) in self.entries(&c)? {
+            if item == EMPTY && c.vtype == VT_CHUNKS {
+                continue;
+            }
             let (h, a, _) = self.item_parts(item, verify)?;
+            if c.vtype == VT_CHUNKS && a.len() as u64 > CHUNK {
+                return Err(corrupt(item, "a string chunk longer than a chunk"));
+            }
             if is_table && slot_hash != hash(&a) {
                 // Otherwise lookups miss the item.
                 report.problems.push(Problem {

@@ -10,12 +10,15 @@
 //! damage (bad commit word, crc/lsn mismatch) puts the log in state `Corrupt`, keeping
 //! the valid prefix readable and refusing appends until `repair_truncate`. A media error
 //! during an append poisons the log: nothing more is written by this process.
-//! Records are opaque payloads here; the effect layer defines what kinds mean.
+//! Records are opaque payloads here; the effect layer defines what kinds mean. A payload
+//! too big for the ring lives in a blob in the heap (`blob`), named by its record.
 
 #![forbid(unsafe_code)]
 
+mod blob;
 mod record;
 
+pub use blob::{BlobRef, BlobWriter, BLOB_REF_LEN, FLAG_BLOB};
 pub use record::{
     decode_record, encode_header, encode_record, padding, record_crc, record_len, Header, Record,
     RecordRef, HEADER_LEN, MAX_PAYLOAD,
@@ -159,6 +162,10 @@ pub struct Log {
     committed: u64,
     /// Lsn of the last record below `committed`.
     committed_lsn: u64,
+    /// Where blobs may be (the heap): a reference outside it is damage.
+    blob_area: (u64, u64),
+    /// The blobs of the live records, as the scan at open found them.
+    live_blobs: Vec<BlobRef>,
 }
 
 /// Reads records of a log region without owning the log: the replayer thread uses one
@@ -169,14 +176,21 @@ pub struct LogReader {
     media: Arc<dyn Media>,
     log_offset: u64,
     capacity: u64,
+    blob_area: (u64, u64),
 }
 
 impl LogReader {
-    pub fn new(media: Arc<dyn Media>, log_offset: u64, capacity: u64) -> LogReader {
+    pub fn new(
+        media: Arc<dyn Media>,
+        log_offset: u64,
+        capacity: u64,
+        blob_area: (u64, u64),
+    ) -> LogReader {
         LogReader {
             media,
             log_offset,
             capacity,
+            blob_area,
         }
     }
 
@@ -225,17 +239,31 @@ impl LogReader {
     }
 
     /// Reads the record at `cursor`, which must end by the logical position `limit`;
-    /// returns it and the cursor after it. Damage is `LogError::Corrupt`.
+    /// returns it (a blob record with its blob's bytes) and the cursor after it. Damage,
+    /// in the record or in its blob, is `LogError::Corrupt`.
     pub fn read(&self, cursor: Cursor, limit: u64) -> Result<(Record, Cursor), LogError> {
         let mut payload = Vec::new();
-        match self.read_at(cursor.pos, cursor.lsn, limit, &mut payload) {
-            Ok((h, len)) => Ok((
+        let read = self
+            .read_at(cursor.pos, cursor.lsn, limit, &mut payload)
+            .and_then(|(h, len)| {
+                let blob = if h.flags & FLAG_BLOB != 0 {
+                    let r = BlobRef::decode(&payload, self.blob_area).map_err(ReadError::Bad)?;
+                    payload = r.read(self.media.as_ref())?.map_err(ReadError::Bad)?;
+                    Some(r)
+                } else {
+                    None
+                };
+                Ok((h, len, blob))
+            });
+        match read {
+            Ok((h, len, blob)) => Ok((
                 Record {
                     lsn: h.lsn,
                     offset: self.physical(cursor.pos),
                     kind: h.kind,
                     db: h.db,
                     payload,
+                    blob,
                 },
                 Cursor {
                     pos: cursor.pos + len,
@@ -256,14 +284,15 @@ impl LogReader {
 impl Log {
     /// Opens the ring log whose commit word is at `tail_word`, region at `log_offset` of
     /// `capacity` bytes, live records starting at `head` (from the key space's root), and
-    /// scans it once. Damage is not an error here but the `Corrupt` state; only a failing
-    /// media is an error.
+    /// scans it once. Blobs may only be inside `blob_area`. Damage is not an error here
+    /// but the `Corrupt` state; only a failing media is an error.
     pub fn open(
         media: Arc<dyn Media>,
         tail_word: u64,
         log_offset: u64,
         capacity: u64,
         head: Cursor,
+        blob_area: (u64, u64),
     ) -> Result<Log, MediaError> {
         let tail = media.load_u64(tail_word)?;
         let mut log = Log {
@@ -279,6 +308,8 @@ impl Log {
             scratch: Vec::new(),
             committed: tail,
             committed_lsn: 0,
+            blob_area,
+            live_blobs: Vec::new(),
         };
         log.scan()?;
         log.committed_lsn = log.last_lsn;
@@ -287,7 +318,18 @@ impl Log {
 
     /// A reader of this log's region (for another thread too).
     pub fn new_reader(&self) -> LogReader {
-        LogReader::new(Arc::clone(&self.media), self.log_offset, self.capacity)
+        LogReader::new(
+            Arc::clone(&self.media),
+            self.log_offset,
+            self.capacity,
+            self.blob_area,
+        )
+    }
+
+    /// The blobs the live records named when the log was opened (the key space keeps
+    /// them from being reused until their records are folded).
+    pub fn live_blobs(&self) -> &[BlobRef] {
+        &self.live_blobs
     }
 
     /// Finds the end of the valid prefix and sets the state.
@@ -310,8 +352,18 @@ impl Log {
         let mut lsn = self.head.lsn;
         let mut damage = None;
         while pos < limit {
-            match reader.read_at(pos, lsn, limit, &mut scratch) {
-                Ok((_, len)) => {
+            let read = reader
+                .read_at(pos, lsn, limit, &mut scratch)
+                .and_then(|(h, len)| {
+                    if h.flags & FLAG_BLOB != 0 {
+                        let r =
+                            BlobRef::decode(&scratch, self.blob_area).map_err(ReadError::Bad)?;
+                        self.live_blobs.push(r);
+                    }
+                    Ok(len)
+                });
+            match read {
+                Ok(len) => {
                     pos += len;
                     lsn += 1;
                 }

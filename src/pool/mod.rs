@@ -1,4 +1,4 @@
-//! The pool file (layout v2, see docs/format.md): a superblock, the commit words, the key
+//! The pool file (layout v3, see docs/format.md): a superblock, the commit words, the key
 //! space's root and redo journal, the ring log, then the key space's heap. All integers
 //! little-endian at explicit offsets.
 //!
@@ -143,8 +143,10 @@ impl fmt::Display for PoolError {
             ),
             PoolError::UnsupportedVersion { path, version } => write!(
                 f,
-                "pool {} has format version {version}; this build reads version {FORMAT_VERSION} \
-                 (move it aside; version 1 pools came from development builds without a key space)",
+                "pool {} has format version {version}; this build reads version {FORMAT_VERSION} only. \
+                 To migrate a version 2 pool: run the previous build on it, SAVE, stop the server, move \
+                 the pool file aside and start this build (a new pool imports dump.rdb); version 1 \
+                 pools came from development builds",
                 path.display()
             ),
             PoolError::SuperblockChecksum { path } => write!(
@@ -335,6 +337,7 @@ impl Pool {
             sb.log_offset,
             sb.log_capacity,
             head,
+            (layout.heap_start, layout.heap_end),
         )
         .map_err(|source| media_error(path, source))?;
         let info = PoolInfo {
@@ -362,6 +365,7 @@ impl Pool {
         keyspace::KeySpace::open(
             Arc::clone(&self.media),
             keyspace::Layout::of(&self.superblock),
+            self.log.live_blobs(),
         )
         .map_err(|source| PoolError::KeySpace {
             path: self.info.path.clone(),

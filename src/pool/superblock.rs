@@ -1,4 +1,4 @@
-//! The superblock codec (pool offset 0, layout v2): every field little-endian at a fixed
+//! The superblock codec (pool offset 0, layout v3): every field little-endian at a fixed
 //! offset, protected by a crc32c over bytes 0..96. Decoding checks, in order, the magic
 //! (is this a pool at all?), the version (can we read it?), the crc (is it intact?) and
 //! the layout (do the fields make sense together?).
@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 pub const MAGIC: [u8; 8] = *b"RNVMPOOL";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes covered by the superblock crc; the crc itself sits right after them.
 pub const SUPERBLOCK_CRC_LEN: usize = 96;
 /// The superblock area (the rest of it is zero).

@@ -29,19 +29,19 @@ use super::ffi::{Ctx, Key, KeyType, Reply};
 use super::hints::HintTable;
 use super::hints::Plan;
 use super::state::with_module;
-use crate::effect::{Effect, End, StreamId, Value, NO_EXPIRE};
+use crate::effect::{Effect, End, LexBound, StreamId, Value, ZRange, NO_EXPIRE};
 use once_cell::sync::Lazy;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Keys to log whole at the end of the event-loop iteration: (db if known, key).
-type DeferredKeys = Vec<(Option<u8>, Vec<u8>)>;
+type DeferredKeys = Vec<(Option<u32>, Vec<u8>)>;
 static DEFERRED: Lazy<Mutex<DeferredKeys>> = Lazy::new(|| Mutex::new(Vec::new()));
 static DEFERRED_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Logs `key` whole at the end of this event-loop iteration; without a db (the command
 /// filter does not know it), every db where it is a stream.
-pub fn defer(db: Option<u8>, key: Vec<u8>) {
+pub fn defer(db: Option<u32>, key: Vec<u8>) {
     DEFERRED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -53,12 +53,12 @@ pub fn has_deferred() -> bool {
     DEFERRED_PENDING.load(Ordering::Relaxed)
 }
 
-pub fn log_deferred(ctx: Ctx, databases: i32) {
+pub fn log_deferred(ctx: Ctx, databases: u32) {
     let keys = std::mem::take(&mut *DEFERRED.lock().unwrap_or_else(|p| p.into_inner()));
     DEFERRED_PENDING.store(false, Ordering::SeqCst);
     for (known_db, key) in keys {
-        let dbs: Vec<i32> = match known_db {
-            Some(db) => vec![i32::from(db)],
+        let dbs: Vec<u32> = match known_db {
+            Some(db) => vec![db],
             None => (0..databases).collect(),
         };
         for db in dbs {
@@ -68,7 +68,7 @@ pub fn log_deferred(ctx: Ctx, databases: i32) {
             let is_stream = ctx.open_read(&key).map(|k| k.key_type() == KeyType::Stream);
             if known_db.is_some() || is_stream == Some(true) {
                 if let Some(effect) = whole_value(ctx, &key) {
-                    with_module(|m| m.append(db as u8, &effect));
+                    with_module(|m| m.append(db, &[effect]));
                 }
             }
         }
@@ -77,10 +77,8 @@ pub fn log_deferred(ctx: Ctx, databases: i32) {
 }
 
 pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) {
-    let Ok(db) = u8::try_from(ctx.selected_db()) else {
-        return;
-    };
-    let Some((record_db, effect, how)) = effect_for(ctx, db, event, key_object, key) else {
+    let db = ctx.selected_db();
+    let Some((record_db, effects, how)) = effect_for(ctx, db, event, key_object, key) else {
         return;
     };
     with_module(|m| {
@@ -89,7 +87,7 @@ pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) 
             How::WholeValue => m.stats.whole_value_effects += 1,
             How::KeyLevel => {}
         }
-        let _ = m.append(record_db, &effect);
+        m.append(record_db, &effects);
     });
 }
 
@@ -100,18 +98,19 @@ enum How {
     WholeValue,
 }
 
-/// The effect of one event, the db its record belongs to, and how it was obtained.
+/// The effects of one event (one, or one per range BITFIELD wrote), the db their records
+/// belong to, and how they were obtained.
 fn effect_for(
     ctx: Ctx,
-    db: u8,
+    db: u32,
     event: &[u8],
     key_object: usize,
     key: &[u8],
-) -> Option<(u8, Effect, How)> {
+) -> Option<(u32, Vec<Effect>, How)> {
     let key_vec = || key.to_vec();
-    let key_level = |e: Effect| Some((db, e, How::KeyLevel));
+    let key_level = |e: Effect| Some((db, vec![e], How::KeyLevel));
     let whole =
-        |read: StringRead| whole_value_with(ctx, key, read).map(|e| (db, e, How::WholeValue));
+        |read: StringRead| whole_value_with(ctx, key, read).map(|e| (db, vec![e], How::WholeValue));
     match event {
         b"new" | b"keymiss" => None,
         b"del" | b"expired" | b"evicted" => key_level(Effect::Delete { key: key_vec() }),
@@ -142,21 +141,26 @@ fn effect_for(
             None
         }
         b"move_to" => match with_module(|m| m.pending_move.take()).flatten() {
-            Some((from_db, k)) if k == key => {
-                Some((from_db, Effect::Move { key: k, to_db: db }, How::KeyLevel))
-            }
+            Some((from_db, k)) if k == key => Some((
+                from_db,
+                vec![Effect::Move { key: k, to_db: db }],
+                How::KeyLevel,
+            )),
             _ => whole(StringRead::Direct),
         },
-        b"spop" => {
-            defer(Some(db), key_vec());
-            None
-        }
-        b"xadd" => stream_added(ctx, key).map(|e| (db, e, How::FieldLevel)),
-        b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, e, How::FieldLevel)),
+        b"spop" => match HintTable::with(|t| t.take_plan(key_object, event, key)) {
+            Some(Plan::Spop { with_count: false }) => whole(StringRead::Direct),
+            _ => {
+                defer(Some(db), key_vec());
+                None
+            }
+        },
+        b"xadd" => stream_added(ctx, key).map(|e| (db, vec![e], How::FieldLevel)),
+        b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, vec![e], How::FieldLevel)),
         _ => {
             let plan = HintTable::with(|t| t.take_plan(key_object, event, key));
-            match plan.and_then(|p| field_effect(ctx, key, p)) {
-                Some(e) => Some((db, e, How::FieldLevel)),
+            match plan.and_then(|p| field_effects(ctx, key, p)) {
+                Some(effects) => Some((db, effects, How::FieldLevel)),
                 None if matches!(event, b"incrby" | b"incrbyfloat") => {
                     whole(StringRead::ThroughServer)
                 }
@@ -166,11 +170,12 @@ fn effect_for(
     }
 }
 
-/// Builds the field-level effect, reading values from the key; `None` means "fall back".
-fn field_effect(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Effect> {
+/// Builds the field-level effects, reading values from the key; `None` means "fall back".
+fn field_effects(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Vec<Effect>> {
     let key_vec = key.to_vec();
     let open = || ctx.open_read(key);
-    Some(match plan {
+    let string_key = || open().filter(|k| k.key_type() == KeyType::String);
+    Some(vec![match plan {
         Plan::StringValue { value, keep_ttl } => {
             let expire = match keep_ttl {
                 true => open()
@@ -254,7 +259,96 @@ fn field_effect(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Effect> {
             start,
             stop,
         },
-    })
+        Plan::Append(bytes) => {
+            // The appended bytes end the string now (its length is read, not its bytes:
+            // an APPEND to a new key may leave an int- or embstr-encoded value).
+            let len = string_key()?.len() as u64;
+            Effect::StringWrite {
+                key: key_vec,
+                offset: len.checked_sub(bytes.len() as u64)?,
+                bytes,
+            }
+        }
+        Plan::SetRange { offset, bytes } => Effect::StringWrite {
+            key: key_vec,
+            offset,
+            bytes,
+        },
+        Plan::StringBytes(ranges) => {
+            // SETBIT and BITFIELD leave a raw-encoded value: reading it changes nothing.
+            let k = string_key()?;
+            let mut effects = Vec::with_capacity(ranges.len());
+            for (offset, len) in ranges {
+                effects.push(Effect::StringWrite {
+                    key: key_vec.clone(),
+                    offset,
+                    bytes: k.string_range(offset, len)?,
+                });
+            }
+            return Some(effects);
+        }
+        Plan::ListSet { index, element } => {
+            let len =
+                i64::try_from(open().filter(|k| k.key_type() == KeyType::List)?.len()).ok()?;
+            let index = if index < 0 { index + len } else { index };
+            Effect::ListSet {
+                key: key_vec,
+                index: u64::try_from(index).ok().filter(|&i| (i as i64) < len)?,
+                element,
+            }
+        }
+        Plan::ListInsert {
+            after,
+            pivot,
+            element,
+        } => Effect::ListInsert {
+            key: key_vec,
+            after,
+            pivot,
+            element,
+        },
+        Plan::ListRem { count, element } => Effect::ListRem {
+            key: key_vec,
+            count,
+            element,
+        },
+        Plan::ZsetRemRange(range) => {
+            if let ZRange::Lex { min, max } = &range {
+                if !lex_removal_is_exact(ctx, key, min, max) {
+                    return None;
+                }
+            }
+            Effect::ZsetRemRange {
+                key: key_vec,
+                range,
+            }
+        }
+        Plan::SetStore { op, sources } => Effect::SetStore {
+            key: key_vec,
+            op,
+            sources,
+        },
+        Plan::CopyFrom(from) => Effect::Copy { from, to: key_vec },
+        Plan::Spop { .. } => return None,
+    }])
+}
+
+/// Whether "every member within the lex range is gone" is exactly what a ZREMRANGEBYLEX
+/// just did. The server's lex commands walk the zset in score order, which is lex order
+/// only when every score is equal; with mixed scores they may stop early (the result is
+/// unspecified). So: the key is gone (everything was removed, all of it in range), or its
+/// scores are all equal (then the search is exact) and no member in range is left.
+fn lex_removal_is_exact(ctx: Ctx, key: &[u8], min: &LexBound, max: &LexBound) -> bool {
+    let Some(k) = ctx.open_read(key) else {
+        return true;
+    };
+    if k.key_type() != KeyType::Zset {
+        return false;
+    }
+    match k.zset_score_bounds() {
+        Some((lo, hi)) if lo == hi => !k.zset_has_lex(min, max).unwrap_or(true),
+        _ => false,
+    }
 }
 
 /// XADD always adds the stream's new last entry: log exactly that entry.

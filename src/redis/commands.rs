@@ -34,6 +34,7 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
     let state = match &m.refusal {
         None => "writable".to_string(),
         Some(Refusal::Full { .. }) => "full (writes refused)".to_string(),
+        Some(Refusal::HeapFull { .. }) => "full (writes refused: key space)".to_string(),
         Some(Refusal::Poisoned(why)) => format!("poisoned (writes refused): {why}"),
         Some(Refusal::Corrupt(why)) => format!("damaged (writes refused): {why}"),
         Some(Refusal::Starting) => "restoring".to_string(),
@@ -215,7 +216,7 @@ fn compare_dataset(ctx: Ctx, r: &crate::replay::Replayer) -> Result<u64, String>
         }
         for key in scan_keys(ctx) {
             if let Some(e) = super::capture::whole_value(ctx, &key) {
-                live.apply(db as u8, &e).map_err(|e| e.0)?;
+                live.apply(db, &e).map_err(|e| e.0)?;
             }
         }
     }
@@ -341,10 +342,15 @@ pub fn nvm_repair(ctx: Ctx, args: &[Vec<u8>]) {
 }
 
 /// What a refused write runs instead of itself (the command filter rewrote it).
-pub fn nvm_refused(ctx: Ctx) {
+/// The reply of a write the filter refused: the reason the filter gave (its one
+/// argument), else the module's refusal.
+pub fn nvm_refused(ctx: Ctx, args: &[Vec<u8>]) {
     let msg = with_module(|m| {
         m.stats.refused_writes += 1;
-        m.refusal_message()
+        match args.first() {
+            Some(reason) => String::from_utf8_lossy(reason).into_owned(),
+            None => m.refusal_message(),
+        }
     })
     .unwrap_or_else(|| "NVMREFUSED write refused by redis-nvm".into());
     ctx.reply_error(&msg);

@@ -9,6 +9,7 @@
 //! us for the current callback; strings we create are freed before returning; byte slices
 //! handed out borrow server memory only for the duration of the callback.
 
+use crate::effect::LexBound;
 use redis_module::raw;
 use std::ffi::{c_char, c_int, c_long, c_longlong, c_void, CStr, CString};
 use std::ptr;
@@ -71,31 +72,42 @@ impl Ctx {
         }
     }
 
-    pub fn selected_db(self) -> i32 {
+    pub fn selected_db(self) -> u32 {
         match api!(RedisModule_GetSelectedDb) {
             // SAFETY: ctx is the live context of this callback.
-            Some(f) => unsafe { f(self.0) },
+            Some(f) => u32::try_from(unsafe { f(self.0) }).unwrap_or(0),
             None => 0,
         }
     }
 
-    pub fn select_db(self, db: i32) -> bool {
-        match api!(RedisModule_SelectDb) {
-            // SAFETY: ctx is live; the server validates the db number.
-            Some(f) => unsafe { f(self.0, db) == raw::REDISMODULE_OK as c_int },
-            None => false,
-        }
+    pub fn select_db(self, db: u32) -> bool {
+        let (Some(f), Ok(db)) = (api!(RedisModule_SelectDb), c_int::try_from(db)) else {
+            return false;
+        };
+        // SAFETY: ctx is live; the server validates the db number.
+        unsafe { f(self.0, db) == raw::REDISMODULE_OK as c_int }
     }
 
-    /// The number of dbs (`databases`), found by selecting without a server call.
-    pub fn database_count(self) -> i32 {
+    /// The number of dbs (`databases`, 1..=INT_MAX), found by selecting (no server
+    /// call): doubling, then bisecting, so any count costs ~60 selects.
+    pub fn database_count(self) -> u32 {
         let current = self.selected_db();
-        let mut n = 0;
-        while n < 4096 && self.select_db(n) {
-            n += 1;
+        let mut hi = 1u32;
+        while hi < (1 << 31) && self.select_db(hi) {
+            hi = hi.saturating_mul(2);
+        }
+        // select_db(lo) succeeds, select_db(hi) fails (or hi is past INT_MAX).
+        let mut lo = hi / 2;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.select_db(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
         }
         self.select_db(current);
-        n
+        lo + 1
     }
 
     /// Keys in the selected db.
@@ -427,6 +439,89 @@ impl Key {
         Some(unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec())
     }
 
+    /// Bytes `offset..offset + len` of a raw-encoded string (clamped to its length),
+    /// through direct memory access: only for values known to be raw (see
+    /// `string_value`), which a read leaves unchanged.
+    pub fn string_range(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let dma = api!(RedisModule_StringDMA)?;
+        let mut total = 0usize;
+        // SAFETY: live key handle of type string opened for reading.
+        let p = unsafe { dma(self.handle, &mut total, raw::REDISMODULE_READ as c_int) };
+        let start = usize::try_from(offset).ok()?.min(total);
+        let end = start.saturating_add(usize::try_from(len).ok()?).min(total);
+        if p.is_null() {
+            return (total == 0).then(Vec::new);
+        }
+        // SAFETY: DMA returns `total` readable bytes valid while the key is open.
+        let all = unsafe { std::slice::from_raw_parts(p as *const u8, total) };
+        Some(all[start..end].to_vec())
+    }
+
+    /// The lowest and the highest score of a non-empty zset.
+    pub fn zset_score_bounds(&self) -> Option<(f64, f64)> {
+        let (first, last, current, stop, free) = (
+            api!(RedisModule_ZsetFirstInScoreRange)?,
+            api!(RedisModule_ZsetLastInScoreRange)?,
+            api!(RedisModule_ZsetRangeCurrentElement)?,
+            api!(RedisModule_ZsetRangeStop)?,
+            api!(RedisModule_FreeString)?,
+        );
+        let edge = |start: bool| -> Option<f64> {
+            let (lo, hi) = (f64::NEG_INFINITY, f64::INFINITY);
+            // SAFETY: live zset handle; the range is stopped below.
+            let ok = unsafe {
+                if start {
+                    first(self.handle, lo, hi, 0, 0)
+                } else {
+                    last(self.handle, lo, hi, 0, 0)
+                }
+            } == raw::REDISMODULE_OK as c_int;
+            let mut score = 0f64;
+            let ele = if ok {
+                // SAFETY: active range; the element is a new string we free.
+                unsafe { current(self.handle, &mut score) }
+            } else {
+                ptr::null_mut()
+            };
+            if !ele.is_null() {
+                // SAFETY: owned element string, freed once.
+                unsafe { free(ptr::null_mut(), ele) };
+            }
+            // SAFETY: stops the range (harmless when none is active).
+            unsafe { stop(self.handle) };
+            (!ele.is_null()).then_some(score)
+        };
+        Some((edge(true)?, edge(false)?))
+    }
+
+    /// Whether a zset holds a member within the lex range (`None`: the server could not
+    /// tell). Exact only when all scores are equal: the server's lex search assumes it.
+    pub fn zset_has_lex(&self, min: &LexBound, max: &LexBound) -> Option<bool> {
+        let (first, end, stop) = (
+            api!(RedisModule_ZsetFirstInLexRange)?,
+            api!(RedisModule_ZsetRangeEndReached)?,
+            api!(RedisModule_ZsetRangeStop)?,
+        );
+        let word = |b: &LexBound| match b {
+            LexBound::NegInf => b"-".to_vec(),
+            LexBound::PosInf => b"+".to_vec(),
+            LexBound::Inclusive(m) => [b"[".as_slice(), m].concat(),
+            LexBound::Exclusive(m) => [b"(".as_slice(), m].concat(),
+        };
+        let ctx = self._name.ctx;
+        let (lo, hi) = (
+            OwnedString::new(ctx, &word(min))?,
+            OwnedString::new(ctx, &word(max))?,
+        );
+        // SAFETY: live zset handle and range strings; the range is stopped below.
+        let ok = unsafe { first(self.handle, lo.ptr, hi.ptr) } == raw::REDISMODULE_OK as c_int;
+        // SAFETY: the range iterator (if started) is live until `stop`.
+        let found = ok && unsafe { end(self.handle) } == 0;
+        // SAFETY: stops the range.
+        unsafe { stop(self.handle) };
+        ok.then_some(found)
+    }
+
     /// List element at `index` (negative from the tail).
     pub fn list_get(&self, index: i64) -> Option<Vec<u8>> {
         let get = api!(RedisModule_ListGet)?;
@@ -725,6 +820,30 @@ impl Filter {
         writes
     }
 
+    /// Whether the client whose command this is is inside MULTI (so the command will be
+    /// queued, not run): `None` where the server cannot say (Redis 7.0's filters have no
+    /// client; 7.2 and Valkey 8 do).
+    pub fn client_in_multi(&self) -> Option<bool> {
+        let (client_id, info_of) = (
+            api!(RedisModule_CommandFilterGetClientId)?,
+            api!(RedisModule_GetClientInfoById)?,
+        );
+        // SAFETY: live filter context.
+        let id = unsafe { client_id(self.0) };
+        let mut info = raw::RedisModuleClientInfo {
+            version: 1,
+            flags: 0,
+            id: 0,
+            addr: [0; 46],
+            port: 0,
+            db: 0,
+        };
+        // SAFETY: `info` is a version-1 client info the server fills.
+        let ok = unsafe { info_of(&mut info as *mut _ as *mut c_void, id) }
+            == raw::REDISMODULE_OK as c_int;
+        ok.then_some(info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0)
+    }
+
     /// The address of argument `i`'s object: the same object a notification about that
     /// key receives (see `hints`).
     pub fn arg_object(&self, i: usize) -> usize {
@@ -771,6 +890,12 @@ pub fn command_args<'a>(argv: *mut *mut RedisModuleString, argc: c_int) -> Vec<&
     // SAFETY: the server passes argc valid strings in argv for the callback's duration.
     let strings = unsafe { std::slice::from_raw_parts(argv, argc as usize) };
     strings.iter().map(|s| string_bytes(*s)).collect()
+}
+
+/// Writes a line to the server log without a callback context (a context-free log is
+/// allowed by the API: it carries the module's name only when the server can tell).
+pub fn log_line(level: &str, msg: &str) {
+    Ctx(ptr::null_mut()).log(level, msg);
 }
 
 pub fn init_module(ctx: Ctx, name: &CStr, version: c_int) -> bool {

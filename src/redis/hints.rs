@@ -22,7 +22,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::effect::End;
+use crate::effect::{End, LexBound, ScoreBound, SetOp, ZRange};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -76,14 +76,32 @@ const HINTED: &[&[u8]] = &[
     b"rpoplpush",
     b"brpoplpush",
     b"ltrim",
+    b"lset",
+    b"linsert",
+    b"lrem",
+    b"append",
+    b"setrange",
+    b"setbit",
+    b"bitfield",
+    b"zremrangebyrank",
+    b"zremrangebyscore",
+    b"zremrangebylex",
+    b"sunionstore",
+    b"sinterstore",
+    b"sdiffstore",
+    b"copy",
+    b"spop",
 ];
+
+/// The longest hinted command name.
+const MAX_NAME: usize = 16;
 
 /// Lower-cases an ASCII command name into `buf`, or `None` if it cannot be a hinted one.
 pub fn hinted_name(name: &[u8]) -> Option<&'static [u8]> {
-    if name.len() > 12 {
+    if name.len() > MAX_NAME {
         return None;
     }
-    let mut buf = [0u8; 12];
+    let mut buf = [0u8; MAX_NAME];
     for (d, s) in buf.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
@@ -156,6 +174,43 @@ pub enum Plan {
     ListTrim {
         start: i64,
         stop: i64,
+    },
+    /// APPEND of these bytes: they end the string now.
+    Append(Vec<u8>),
+    /// SETRANGE: these bytes at this offset.
+    SetRange {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// These byte ranges (offset, length) of the string changed: log what they hold now
+    /// (SETBIT, BITFIELD SET/INCRBY).
+    StringBytes(Vec<(u64, u64)>),
+    /// LSET with the index as given (negative from the tail).
+    ListSet {
+        index: i64,
+        element: Vec<u8>,
+    },
+    ListInsert {
+        after: bool,
+        pivot: Vec<u8>,
+        element: Vec<u8>,
+    },
+    ListRem {
+        count: i64,
+        element: Vec<u8>,
+    },
+    /// A lex range is exact only when the key's scores are all equal (checked on the key).
+    ZsetRemRange(ZRange),
+    SetStore {
+        op: SetOp,
+        sources: Vec<Vec<u8>>,
+    },
+    /// COPY from this key of the same db.
+    CopyFrom(Vec<u8>),
+    /// SPOP: without a count the member is already gone when the event fires (log the
+    /// set now); with one, Redis notifies before removing (log it at the iteration's end).
+    Spop {
+        with_count: bool,
     },
 }
 
@@ -386,6 +441,156 @@ pub fn plan(hint: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
             start: parse_i64(a.get(1)?)?,
             stop: parse_i64(a.get(2)?)?,
         }),
+        (b"lset", b"lset") if first_key_is(key) => Some(Plan::ListSet {
+            index: parse_i64(a.get(1)?)?,
+            element: a.get(2)?.clone(),
+        }),
+        (b"linsert", b"linsert") if first_key_is(key) => {
+            let after = if eq_ci(a.get(1)?, "after") {
+                true
+            } else if eq_ci(a.get(1)?, "before") {
+                false
+            } else {
+                return None;
+            };
+            Some(Plan::ListInsert {
+                after,
+                pivot: a.get(2)?.clone(),
+                element: a.get(3)?.clone(),
+            })
+        }
+        (b"lrem", b"lrem") if first_key_is(key) => Some(Plan::ListRem {
+            count: parse_i64(a.get(1)?)?,
+            element: a.get(2)?.clone(),
+        }),
+        (b"append", b"append") if first_key_is(key) && a.len() == 2 => {
+            Some(Plan::Append(a[1].clone()))
+        }
+        (b"setrange", b"setrange") if first_key_is(key) && a.len() == 3 => Some(Plan::SetRange {
+            offset: parse_u64(&a[1])?,
+            bytes: a[2].clone(),
+        }),
+        (b"setbit", b"setbit") if first_key_is(key) && a.len() == 3 => {
+            Some(Plan::StringBytes(vec![(parse_u64(&a[1])? / 8, 1)]))
+        }
+        (b"bitfield", b"setbit") if first_key_is(key) => {
+            bitfield_writes(&a[1..]).map(Plan::StringBytes)
+        }
+        (b"zremrangebyrank", b"zremrangebyrank") if first_key_is(key) && a.len() == 3 => {
+            Some(Plan::ZsetRemRange(ZRange::Rank {
+                start: parse_i64(&a[1])?,
+                stop: parse_i64(&a[2])?,
+            }))
+        }
+        (b"zremrangebyscore", b"zremrangebyscore") if first_key_is(key) && a.len() == 3 => {
+            Some(Plan::ZsetRemRange(ZRange::Score {
+                min: score_bound(&a[1])?,
+                max: score_bound(&a[2])?,
+            }))
+        }
+        (b"zremrangebylex", b"zremrangebylex") if first_key_is(key) && a.len() == 3 => {
+            Some(Plan::ZsetRemRange(ZRange::Lex {
+                min: lex_bound(&a[1])?,
+                max: lex_bound(&a[2])?,
+            }))
+        }
+        (b"sunionstore", b"sunionstore")
+        | (b"sinterstore", b"sinterstore")
+        | (b"sdiffstore", b"sdiffstore")
+            if first_key_is(key) && a.len() >= 2 =>
+        {
+            let op = match hint.command {
+                b"sunionstore" => SetOp::Union,
+                b"sinterstore" => SetOp::Inter,
+                _ => SetOp::Diff,
+            };
+            Some(Plan::SetStore {
+                op,
+                sources: a[1..].to_vec(),
+            })
+        }
+        // With `DB n` the source is in the client's db, which a notification cannot know.
+        (b"copy", b"copy_to") if a.get(1).map(|x| x.as_slice()) == Some(key) => {
+            let rest = &a[2..];
+            if rest.iter().any(|w| eq_ci(w, "db")) || !rest.iter().all(|w| eq_ci(w, "replace")) {
+                return None;
+            }
+            Some(Plan::CopyFrom(a[0].clone()))
+        }
+        (b"spop", b"spop") if first_key_is(key) => Some(Plan::Spop {
+            with_count: a.len() > 1,
+        }),
+        _ => None,
+    }
+}
+
+/// The byte ranges BITFIELD's SET and INCRBY subcommands write (after the key), or
+/// `None` if the arguments do not parse as the server would run them.
+fn bitfield_writes(args: &[Vec<u8>]) -> Option<Vec<(u64, u64)>> {
+    let mut ranges = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let op = &args[i];
+        if eq_ci(op, "overflow") {
+            i += 2;
+            continue;
+        }
+        let takes_value = eq_ci(op, "set") || eq_ci(op, "incrby");
+        if !takes_value && !eq_ci(op, "get") {
+            return None;
+        }
+        let (ty, off) = (args.get(i + 1)?, args.get(i + 2)?);
+        let bits = bitfield_width(ty)?;
+        let bit_offset = match off.strip_prefix(b"#") {
+            Some(n) => parse_u64(n)?.checked_mul(bits)?,
+            None => parse_u64(off)?,
+        };
+        if takes_value {
+            let first = bit_offset / 8;
+            let last = (bit_offset + bits - 1) / 8;
+            ranges.push((first, last - first + 1));
+            i += 4;
+        } else {
+            i += 3;
+        }
+    }
+    (!ranges.is_empty()).then_some(ranges)
+}
+
+/// The width of a BITFIELD type (`i1`..`i64`, `u1`..`u63`).
+fn bitfield_width(ty: &[u8]) -> Option<u64> {
+    let (sign, n) = ty.split_first()?;
+    let bits = parse_u64(n)?;
+    let max = match sign.to_ascii_lowercase() {
+        b'i' => 64,
+        b'u' => 63,
+        _ => return None,
+    };
+    (1..=max).contains(&bits).then_some(bits)
+}
+
+/// A ZREMRANGEBYSCORE bound: a double (`inf`, `-inf` too), exclusive after `(`.
+fn score_bound(word: &[u8]) -> Option<ScoreBound> {
+    let (exclusive, num) = match word.strip_prefix(b"(") {
+        Some(rest) => (true, rest),
+        None => (false, word),
+    };
+    let text = std::str::from_utf8(num).ok()?;
+    let value: f64 = match text.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        t => t.parse().ok()?,
+    };
+    (!value.is_nan()).then_some(ScoreBound { value, exclusive })
+}
+
+/// A ZREMRANGEBYLEX bound: `-`, `+`, `[member` or `(member`.
+fn lex_bound(word: &[u8]) -> Option<LexBound> {
+    match word.split_first()? {
+        (b'-', []) => Some(LexBound::NegInf),
+        (b'+', []) => Some(LexBound::PosInf),
+        (b'[', m) => Some(LexBound::Inclusive(m.to_vec())),
+        (b'(', m) => Some(LexBound::Exclusive(m.to_vec())),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@
 //! Every callback the server calls is wrapped in `guarded`: no panic crosses into the
 //! server; a panic poisons the module (writes refused, reads served) and is logged.
 
+mod append;
 mod capture;
 mod commands;
 pub mod config;
@@ -408,7 +409,7 @@ command_callback!(cmd_info, "NVM.INFO", commands::nvm_info);
 command_callback!(cmd_help, "NVM.HELP", commands::nvm_help);
 command_callback!(cmd_check, "NVM.CHECK", commands::nvm_check, with_args);
 command_callback!(cmd_repair, "NVM.REPAIR", commands::nvm_repair, with_args);
-command_callback!(cmd_refused, "refusal", commands::nvm_refused);
+command_callback!(cmd_refused, "refusal", commands::nvm_refused, with_args);
 
 unsafe extern "C" fn on_info(ictx: *mut RedisModuleInfoCtx, _for_crash_report: c_int) {
     guarded(None, "INFO", (), || commands::info_section(InfoCtx(ictx)))
@@ -425,8 +426,15 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
         }
         let name = f.arg(0);
         if !ADMIT.load(Ordering::Relaxed) && is_write(&f, name) {
-            f.replace_all(&[b"nvm.refused"]);
+            refuse(&f, None);
             return;
+        }
+        let arg_bytes = argument_bytes(&f);
+        if arg_bytes > BIG_WRITE && is_write(&f, name) {
+            if let Some(why) = with_module(|m| m.refusal_for_need(arg_bytes)).flatten() {
+                refuse(&f, Some(why));
+                return;
+            }
         }
         note_silent_stream_writes(&f, name);
         let mut objects = [0usize; INDEXED_ARGS];
@@ -440,6 +448,38 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
         HintTable::with(|t| t.on_command(objects, command, args));
     })
 }
+
+/// Writes whose arguments total more than this are checked against the pool's free
+/// space before they run (smaller ones fit the reserve every admitted write finds).
+const BIG_WRITE: u64 = 64 << 10;
+
+/// The bytes of a command's arguments (what a write of it may log, at most, beyond a
+/// constant; derived values are bounded by the reserve instead).
+fn argument_bytes(f: &Filter) -> u64 {
+    (1..f.len()).map(|i| f.arg(i).len() as u64).sum()
+}
+
+/// Turns the command into a refusal that never runs: `NVM.REFUSED` replying `why` (or
+/// the module's refusal). A command being queued in MULTI becomes an unknown command
+/// instead, which the server rejects at once and which makes EXEC abort the whole
+/// transaction (`-EXECABORT`), as it does for a write refused at `maxmemory`; that takes a
+/// server whose filters know the client (Redis 7.2+, Valkey 8). On Redis 7.0 the refused
+/// write is queued as NVM.REFUSED and fails inside EXEC's reply.
+fn refuse(f: &Filter, why: Option<String>) {
+    if f.client_in_multi() == Some(true) {
+        f.replace_all(&[REFUSED_IN_MULTI.as_bytes()]);
+        return;
+    }
+    match why {
+        Some(why) => f.replace_all(&[b"nvm.refused", why.as_bytes()]),
+        None => f.replace_all(&[b"nvm.refused"]),
+    }
+}
+
+/// The "command" a refused write queued in MULTI becomes (the server quotes it back in
+/// its unknown-command error, up to 128 characters).
+const REFUSED_IN_MULTI: &str =
+    "NVMFULL(the NVM pool refused this write; EXEC will abort the transaction; see NVM.INFO)";
 
 /// Whether a command must be refused while the pool cannot take writes: it writes a key
 /// (per the server's key specs), or it is one of the keyless writes. Scripts are not:
@@ -533,15 +573,13 @@ unsafe extern "C" fn on_server_event(
             if !CAPTURING.load(Ordering::Relaxed) {
                 return;
             }
-            match ffi::flush_info_db(data) {
-                Some(db) if db < 0 => {
-                    with_module(|m| m.append(0, &crate::effect::Effect::FlushAll));
-                }
-                Some(db) => {
-                    let db = u8::try_from(db).unwrap_or(0);
-                    with_module(|m| m.append(db, &crate::effect::Effect::FlushDb));
-                }
-                None => {}
+            // A negative db is FLUSHALL.
+            if let Some(db) = ffi::flush_info_db(data) {
+                let (db, effect) = match u32::try_from(db) {
+                    Ok(db) => (db, crate::effect::Effect::FlushDb),
+                    Err(_) => (0, crate::effect::Effect::FlushAll),
+                };
+                with_module(|m| m.append(db, &[effect]));
             }
         }
         raw::REDISMODULE_EVENT_SHUTDOWN => {
@@ -553,8 +591,8 @@ unsafe extern "C" fn on_server_event(
                 return;
             }
             if let Some((a, b)) = ffi::swap_info_dbs(data) {
-                if let (Ok(a), Ok(b)) = (u8::try_from(a), u8::try_from(b)) {
-                    with_module(|m| m.append(a, &crate::effect::Effect::SwapDb { other: b }));
+                if let (Ok(a), Ok(b)) = (u32::try_from(a), u32::try_from(b)) {
+                    with_module(|m| m.append(a, &[crate::effect::Effect::SwapDb { other: b }]));
                 }
             }
         }

@@ -9,14 +9,14 @@
 #![forbid(unsafe_code)]
 
 use super::ffi::{Ctx, Reply};
-use crate::effect::{Effect, End, Value};
+use crate::effect::{Effect, End, LexBound, ScoreBound, SetOp, Value, ZRange};
 
 const CHUNK: usize = 1024;
 
 /// Applies one effect to `db`. An `Err` means the server refused it (the log and the
 /// state disagree); the caller counts and reports it and carries on.
-pub fn apply(ctx: Ctx, db: u8, effect: &Effect) -> Result<(), String> {
-    if !ctx.select_db(i32::from(db)) {
+pub fn apply(ctx: Ctx, db: u32, effect: &Effect) -> Result<(), String> {
+    if !ctx.select_db(db) {
         return Err(format!("cannot select db {db}"));
     }
     match effect {
@@ -83,6 +83,72 @@ pub fn apply(ctx: Ctx, db: u8, effect: &Effect) -> Result<(), String> {
             "SWAPDB",
             &[db.to_string().as_bytes(), other.to_string().as_bytes()],
         ),
+        Effect::StringWrite { key, offset, bytes } => call(
+            ctx,
+            "SETRANGE",
+            &[key, offset.to_string().as_bytes(), bytes],
+        ),
+        Effect::ListSet {
+            key,
+            index,
+            element,
+        } => call(ctx, "LSET", &[key, index.to_string().as_bytes(), element]),
+        Effect::ListInsert {
+            key,
+            after,
+            pivot,
+            element,
+        } => {
+            let place: &[u8] = if *after { b"AFTER" } else { b"BEFORE" };
+            call(ctx, "LINSERT", &[key, place, pivot, element])
+        }
+        Effect::ListRem {
+            key,
+            count,
+            element,
+        } => call(ctx, "LREM", &[key, count.to_string().as_bytes(), element]),
+        Effect::ZsetRemRange { key, range } => {
+            let (command, min, max) = zrange_args(range);
+            call(ctx, command, &[key, &min, &max])
+        }
+        Effect::SetStore { key, op, sources } => {
+            let command = match op {
+                SetOp::Union => "SUNIONSTORE",
+                SetOp::Inter => "SINTERSTORE",
+                SetOp::Diff => "SDIFFSTORE",
+            };
+            let mut args: Vec<&[u8]> = vec![key];
+            args.extend(sources.iter().map(Vec::as_slice));
+            call(ctx, command, &args)
+        }
+        Effect::Copy { from, to } => call(ctx, "COPY", &[from, to, b"REPLACE"]),
+    }
+}
+
+/// The ZREMRANGEBY* command and its two bounds for a range.
+fn zrange_args(range: &ZRange) -> (&'static str, Vec<u8>, Vec<u8>) {
+    let score = |b: &ScoreBound| {
+        let n = format_score(b.value);
+        if b.exclusive {
+            format!("({n}").into_bytes()
+        } else {
+            n.into_bytes()
+        }
+    };
+    let lex = |b: &LexBound| match b {
+        LexBound::NegInf => b"-".to_vec(),
+        LexBound::PosInf => b"+".to_vec(),
+        LexBound::Inclusive(m) => [b"[".as_slice(), m].concat(),
+        LexBound::Exclusive(m) => [b"(".as_slice(), m].concat(),
+    };
+    match range {
+        ZRange::Rank { start, stop } => (
+            "ZREMRANGEBYRANK",
+            start.to_string().into_bytes(),
+            stop.to_string().into_bytes(),
+        ),
+        ZRange::Score { min, max } => ("ZREMRANGEBYSCORE", score(min), score(max)),
+        ZRange::Lex { min, max } => ("ZREMRANGEBYLEX", lex(min), lex(max)),
     }
 }
 

@@ -273,7 +273,7 @@ fn replay_chunk(
     None
 }
 
-fn count_keys(ctx: Ctx, databases: i32) -> u64 {
+fn count_keys(ctx: Ctx, databases: u32) -> u64 {
     let mut total = 0u64;
     for db in 0..databases {
         if ctx.select_db(db) {
@@ -285,17 +285,25 @@ fn count_keys(ctx: Ctx, databases: i32) -> u64 {
 }
 
 /// Logs every key of every db as a whole value (a migration into a new pool).
-fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
+fn import_loaded_keys(ctx: Ctx, databases: u32) -> u64 {
     let mut imported = 0u64;
+    let mut stopped = false;
     for db in 0..databases {
-        if !ctx.select_db(db) {
+        if stopped || !ctx.select_db(db) {
             continue;
         }
         ctx.scan_keys(|keys| {
             ctx.yield_to_clients(RESTORING);
             for key in keys {
+                if stopped {
+                    return;
+                }
                 if let Some(effect) = whole_value(ctx, key) {
-                    imported += u64::from(append_when_room(db as u8, &effect));
+                    if append_imported(ctx, db, effect) {
+                        imported += 1;
+                    } else {
+                        stopped = true;
+                    }
                 }
             }
         });
@@ -304,34 +312,25 @@ fn import_loaded_keys(ctx: Ctx, databases: i32) -> u64 {
     imported
 }
 
-/// Appends an imported value once the replayer has made room for it in the log (an
-/// import can be many times the log's size).
-fn append_when_room(db: u8, effect: &Effect) -> bool {
-    let mut payload = Vec::new();
-    crate::effect::encode(effect, &mut payload);
-    let need = crate::log::record_len(payload.len() as u64);
-    loop {
-        let room = with_module(|m| {
-            m.pool.log_mut().advance_head(replayer::applied());
-            let log = m.pool.log();
-            if need + super::state::reserve_for(log.capacity()) > log.capacity() {
-                return None;
-            }
-            Some(log.free_bytes() >= need + super::state::reserve_for(log.capacity()))
-        })
-        .flatten();
-        match room {
-            None => return false,
-            Some(true) => break,
-            Some(false) => {
-                if replayer::stall_reason().is_some() {
-                    return false;
-                }
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
+/// Appends an imported value (the append waits while the replayer makes room: an import
+/// can be many times the log's size). A value the pool cannot take stops the import with
+/// writes refused: the server holds it, the pool does not.
+fn append_imported(ctx: Ctx, db: u32, effect: Effect) -> bool {
+    match with_module(|m| m.try_append(db, &[effect])) {
+        Some(Ok(())) => true,
+        Some(Err(why)) => {
+            ctx.log(
+                "warning",
+                &format!(
+                    "redis-nvm: importing the server's keys into the new pool failed ({why}); writes are refused: \
+                     the keys loaded from RDB/AOF are served but not all of them are in the pool. Use a larger nvm.size"
+                ),
+            );
+            with_module(|m| m.refuse(Refusal::Poisoned(format!("the import stopped: {why}"))));
+            false
         }
+        None => false,
     }
-    with_module(|m| m.append(db, effect).is_ok()).unwrap_or(false)
 }
 
 /// Loads every key of the key space into the server; returns (keys, failures).
@@ -402,16 +401,16 @@ fn load_keyspace(ctx: Ctx) -> (u64, u64) {
 }
 
 /// (db, key, stored entry), as the load's reader thread hands them over.
-type LoadedKey = (u8, Vec<u8>, StoredEntry);
+type LoadedKey = (u32, Vec<u8>, StoredEntry);
 
 /// Keys per batch handed from the reader thread to the main thread, and batches queued.
 const LOAD_BATCH: usize = 256;
 const LOAD_QUEUE: usize = 64;
 
 /// Recreates one stored key in the server (strings straight through the key API).
-fn load_key(ctx: Ctx, db: u8, key: &[u8], entry: StoredEntry) -> Result<(), String> {
+fn load_key(ctx: Ctx, db: u32, key: &[u8], entry: StoredEntry) -> Result<(), String> {
     if let StoredValue::String(s) = &entry.value {
-        if !ctx.select_db(i32::from(db)) {
+        if !ctx.select_db(db) {
             return Err(format!("cannot select db {db}"));
         }
         return ctx.put_string(key, s, entry.expire_at_ms);

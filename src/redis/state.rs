@@ -1,21 +1,21 @@
 //! The module's state, shared by its callbacks (all of which run on the server's main
-//! thread), and the one path by which effects reach the log.
+//! thread), and admission: whether a write may run at all (the durable append path is
+//! `append`).
 //!
 //! Invariants:
-//! - `append` returns only after the effects are persistent (durability `always`), or
-//!   after they are written to the log and will be made persistent by the next sync
-//!   (`everysec`); on any log error the module stops admitting writes (`refusal` is set)
-//!   and says why in the server log, in `NVM.INFO` and in every refusal.
 //! - `ADMIT` is true exactly when writes may run: the command filter reads it without a
 //!   lock on every command; it is cleared before a refusal reason is published.
+//! - A write is admitted only while the log has its reserve free and the key space's
+//!   heap has its reserve free beyond what folding the backlog may take, so that what an
+//!   admitted command (or transaction) logs can be made durable; a single write whose
+//!   arguments alone need more than the heap can give is refused by the filter
+//!   (`refusal_for_need`).
 //! - No lock is held while calling into the server (a server call can fire a notification
 //!   that needs the lock again).
 
 #![forbid(unsafe_code)]
 
-use super::config::{Durability, Settings};
-use crate::effect::{encode, Effect};
-use crate::log::{LogError, RecordRef};
+use super::config::Settings;
 use crate::pool::Pool;
 use once_cell::sync::Lazy;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +39,8 @@ pub fn with_module<T>(f: impl FnOnce(&mut Module) -> T) -> Option<T> {
 pub enum Refusal {
     /// Not enough free log space to admit another write.
     Full { free: u64, reserve: u64 },
+    /// Not enough free key-space heap to admit another write.
+    HeapFull { headroom: u64, reserve: u64 },
     /// A flush or write to the pool failed: nothing more can be made durable.
     Poisoned(String),
     /// Recovery stopped at damage in the pool; writes would be appended after it.
@@ -60,10 +62,19 @@ pub struct Stats {
     pub recovery_ms: u64,
     pub discarded_server_keys: u64,
     pub imported_keys: u64,
-    /// Writes that ran but whose effects could not be made durable (a log error after
-    /// execution): reported, never silent.
+    /// Writes that ran but whose effects could not be made durable (a media error after
+    /// execution): with durability always the server exits before the reply leaves;
+    /// with everysec the module is poisoned. Reported, never silent.
     pub in_doubt_writes: u64,
     pub unsupported_type_events: u64,
+    /// Records whose payload went to a blob in the heap, and the blobs' bytes.
+    pub blob_records: u64,
+    pub blob_bytes: u64,
+    /// Appends that found the log full and waited for the replayer to make room.
+    pub log_full_waits: u64,
+    /// Writes the filter refused because their arguments alone need more room than the
+    /// pool has.
+    pub refused_too_big: u64,
 }
 
 pub struct Module {
@@ -72,19 +83,40 @@ pub struct Module {
     pub server: String,
     pub refusal: Option<Refusal>,
     pub stats: Stats,
-    pub pending_rename: Option<(u8, Vec<u8>)>,
-    pub pending_move: Option<(u8, Vec<u8>)>,
+    pub pending_rename: Option<(u32, Vec<u8>)>,
+    pub pending_move: Option<(u32, Vec<u8>)>,
     /// The server's `databases` setting, read at start-up.
-    pub databases: i32,
+    pub databases: u32,
     /// When deferred appends were last made durable (durability everysec).
     pub last_sync: std::time::Instant,
-    scratch: Vec<u8>,
+    /// Encoded payloads of the records being appended (reused: no allocation on the
+    /// write path).
+    pub(super) scratch: Vec<Vec<u8>>,
 }
 
 /// Free log space kept for writes already admitted (an admitted command may log more
-/// than its argv suggests, e.g. a whole value inside EXEC).
+/// than its argv suggests, e.g. a whole value; a transaction bigger than this waits for
+/// the replayer instead, see `append`).
 pub fn reserve_for(capacity: u64) -> u64 {
     (capacity / 64).clamp(1 << 20, 256 << 20).min(capacity / 2)
+}
+
+/// Free key-space heap kept for what admitted writes may still need: a transaction or
+/// script whose writes were admitted one by one, values logged as blobs.
+pub fn heap_reserve_for(heap_capacity: u64) -> u64 {
+    (heap_capacity / 32)
+        .clamp(256 << 10, 256 << 20)
+        .min(heap_capacity / 4)
+}
+
+/// Heap bytes folding one byte of log may take, at most: a record's key or member item is
+/// about its own size, plus slot growth (tables and deques double).
+pub const HEAP_PER_LOG_BYTE: u64 = 2;
+
+/// Heap bytes a write whose arguments total `arg_bytes` may need (a blob of its value,
+/// then the folded value itself, before the blob is freed).
+pub fn heap_need_of(arg_bytes: u64) -> u64 {
+    arg_bytes.saturating_mul(2)
 }
 
 impl Module {
@@ -99,47 +131,47 @@ impl Module {
             pending_move: None,
             databases: 16,
             last_sync: std::time::Instant::now(),
-            scratch: Vec::with_capacity(4096),
+            scratch: Vec::new(),
         }
     }
 
-    /// Appends one effect for `db` as one log record (durable on return with durability
-    /// `always`).
-    pub fn append(&mut self, db: u8, effect: &Effect) -> Result<(), LogError> {
-        self.scratch.clear();
-        let kind = encode(effect, &mut self.scratch);
-        let records = [RecordRef {
-            kind,
-            db,
-            payload: &self.scratch,
-        }];
-        let bytes = self.scratch.len() as u64 + 24;
-        let result = match self.settings.durability {
-            Durability::Always => self.pool.log_mut().append(&records),
-            Durability::Everysec => self.pool.log_mut().append_deferred(&records),
-        };
-        match result {
-            Ok(_) => {
-                if self.settings.durability == Durability::Always {
-                    super::replayer::publish_durable(self.pool.log().committed_end());
-                }
-                self.stats.appended_records += 1;
-                self.stats.appended_bytes += bytes;
-                self.update_admission();
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.in_doubt_writes += 1;
-                self.refuse(match &e {
-                    LogError::Full { .. } => Refusal::Full {
-                        free: self.pool.log().free_bytes(),
-                        reserve: reserve_for(self.pool.log().capacity()),
-                    },
-                    other => Refusal::Poisoned(other.to_string()),
-                });
-                Err(e)
-            }
+    /// Heap bytes free beyond what folding the current log backlog may take.
+    pub fn heap_headroom(&self) -> u64 {
+        let free = super::replayer::PUBLISHED.heap_free.load(Ordering::Relaxed);
+        let backlog = self.pool.log().used_bytes();
+        free.saturating_sub(backlog.saturating_mul(HEAP_PER_LOG_BYTE))
+    }
+
+    fn heap_reserve(&self) -> u64 {
+        heap_reserve_for(
+            super::replayer::PUBLISHED
+                .heap_capacity
+                .load(Ordering::Relaxed),
+        )
+    }
+
+    /// The refusal for one write whose arguments total `arg_bytes`, if the pool cannot
+    /// take it whatever happens to the backlog (checked by the filter for big writes).
+    pub fn refusal_for_need(&mut self, arg_bytes: u64) -> Option<String> {
+        let path = self.pool.info().path.display().to_string();
+        if arg_bytes > u64::from(u32::MAX) {
+            self.stats.refused_too_big += 1;
+            return Some(format!(
+                "NVMFULL an argument of this write is larger than the {} bytes the NVM pool {path} \
+                 stores per value; the write was not executed",
+                u32::MAX
+            ));
         }
+        let need = heap_need_of(arg_bytes);
+        let (headroom, reserve) = (self.heap_headroom(), self.heap_reserve());
+        if need.saturating_add(reserve) <= headroom {
+            return None;
+        }
+        self.stats.refused_too_big += 1;
+        Some(format!(
+            "NVMFULL this write needs about {need} bytes of the NVM pool {path}, which has {headroom} free \
+             (reserve {reserve}): the write was not executed. Delete data or move to a larger pool"
+        ))
     }
 
     /// Durability everysec: makes deferred appends durable once a second has passed
@@ -176,9 +208,17 @@ impl Module {
         let log = self.pool.log();
         let reserve = reserve_for(log.capacity());
         let free = log.free_bytes();
+        let (headroom, heap_reserve) = (self.heap_headroom(), self.heap_reserve());
         if free < reserve {
             if !matches!(self.refusal, Some(Refusal::Full { .. })) {
                 self.refuse(Refusal::Full { free, reserve });
+            }
+        } else if headroom < heap_reserve {
+            if !matches!(self.refusal, Some(Refusal::HeapFull { .. })) {
+                self.refuse(Refusal::HeapFull {
+                    headroom,
+                    reserve: heap_reserve,
+                });
             }
         } else if self.refusal.is_some() || !ADMIT.load(Ordering::Relaxed) {
             // Only on a change: a locked store on every append would wait for the
@@ -204,6 +244,12 @@ impl Module {
                      the replayer is behind; the write was not executed. Retry shortly (see NVM.INFO replay_*)"
                 ),
             },
+            Some(Refusal::HeapFull { headroom, reserve }) => format!(
+                "NVMFULL the NVM pool {path} is full: its key space has {headroom} bytes free, below the reserve of \
+                 {reserve} kept for writes in flight; the write was not executed. Reads still work. Delete data, or \
+                 to grow it: SAVE, then restart with the pool file moved aside and a larger nvm.size (a new pool \
+                 imports dump.rdb)"
+            ),
             Some(Refusal::Poisoned(why)) => format!(
                 "NVMPOISONED writes to the NVM pool {path} failed ({why}); the write was not executed. \
                  Reads still work; check the device and restart the server"

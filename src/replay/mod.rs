@@ -13,7 +13,7 @@
 
 use crate::effect::{decode, Effect};
 use crate::keyspace::{KeySpace, StoreError};
-use crate::log::{Cursor, LogError, LogReader};
+use crate::log::{BlobRef, Cursor, LogError, LogReader};
 use std::fmt;
 
 /// Why a step could not fold records.
@@ -70,8 +70,9 @@ pub struct Replayer {
     reader: LogReader,
     next: Cursor,
     limits: BatchLimits,
-    /// Decoded records of the batch being built (reused).
-    batch: Vec<(u8, Effect)>,
+    /// Decoded records of the batch being built (reused): db, effect, the blob it came
+    /// from, and the log position after it.
+    batch: Vec<(u32, Effect, Option<BlobRef>, Cursor)>,
 }
 
 impl Replayer {
@@ -125,7 +126,7 @@ impl Replayer {
                     reason: e.to_string(),
                 })?;
             bytes += record.payload.len();
-            self.batch.push((record.db, effect));
+            self.batch.push((record.db, effect, record.blob, after));
             cursor = after;
         }
         if self.batch.is_empty() {
@@ -137,13 +138,10 @@ impl Replayer {
         let mut take = self.batch.len();
         loop {
             // A batch that changes more words than the journal holds is retried smaller.
-            let end = if take == self.batch.len() {
-                cursor
-            } else {
-                self.cursor_after(take)?
-            };
-            let records = self.batch[..take].iter().map(|(db, e)| (*db, e));
-            match self.keyspace.apply_batch(records, end) {
+            let end = self.batch[take - 1].3;
+            let records = self.batch[..take].iter().map(|(db, e, _, _)| (*db, e));
+            let blobs: Vec<BlobRef> = self.batch[..take].iter().filter_map(|r| r.2).collect();
+            match self.keyspace.apply_batch(records, &blobs, end) {
                 Ok(()) => {
                     self.next = end;
                     return Ok(Step {
@@ -155,16 +153,6 @@ impl Replayer {
                 Err(e) => return Err(ReplayError::KeySpace(e)),
             }
         }
-    }
-
-    /// The cursor after the first `n` records from `self.next`.
-    fn cursor_after(&self, n: usize) -> Result<Cursor, ReplayError> {
-        let mut c = self.next;
-        for _ in 0..n {
-            let (_, after) = self.reader.read(c, u64::MAX).map_err(ReplayError::Log)?;
-            c = after;
-        }
-        Ok(c)
     }
 
     /// Folds everything before `durable_end`; returns the records folded.

@@ -6,7 +6,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis_nvm::effect::model::Dataset;
-use redis_nvm::effect::{Effect, End, StreamId, Value, NO_EXPIRE};
+use redis_nvm::effect::{
+    Effect, End, LexBound, ScoreBound, SetOp, StreamId, Value, ZRange, NO_EXPIRE,
+};
 
 pub fn bytes(rng: &mut StdRng, max: usize) -> Vec<u8> {
     let n = rng.gen_range(0..=max);
@@ -21,9 +23,18 @@ pub fn list(rng: &mut StdRng) -> Vec<Vec<u8>> {
     (0..rng.gen_range(1..4)).map(|_| bytes(rng, 6)).collect()
 }
 
+/// A db: mostly the first three, now and then one past 255 (the db directory grows).
+pub fn db(rng: &mut StdRng) -> u32 {
+    if rng.gen_bool(0.05) {
+        300
+    } else {
+        rng.gen_range(0..3)
+    }
+}
+
 pub fn random_effect(rng: &mut StdRng) -> Effect {
     let key = key(rng);
-    match rng.gen_range(0..20) {
+    match rng.gen_range(0..27) {
         0 => Effect::Put {
             key,
             value: Value::String(bytes(rng, 40)),
@@ -60,7 +71,7 @@ pub fn random_effect(rng: &mut StdRng) -> Effect {
         },
         7 => Effect::Move {
             key,
-            to_db: rng.gen_range(0..3),
+            to_db: db(rng),
         },
         8 => Effect::HashSet {
             key,
@@ -118,25 +129,81 @@ pub fn random_effect(rng: &mut StdRng) -> Effect {
             },
             fields: vec![(b"f".to_vec(), bytes(rng, 5))],
         },
+        19 => Effect::StringWrite {
+            key,
+            // Past the inline limit now and then: the string becomes chunked.
+            offset: if rng.gen_bool(0.2) {
+                rng.gen_range(0..20_000)
+            } else {
+                rng.gen_range(0..60)
+            },
+            bytes: bytes(rng, 30),
+        },
+        20 => Effect::ListSet {
+            key,
+            index: rng.gen_range(0..4),
+            element: bytes(rng, 6),
+        },
+        21 => Effect::ListInsert {
+            key,
+            after: rng.gen_bool(0.5),
+            pivot: bytes(rng, 2),
+            element: bytes(rng, 6),
+        },
+        22 => Effect::ListRem {
+            key,
+            count: rng.gen_range(-2..3),
+            element: bytes(rng, 2),
+        },
+        23 => Effect::ZsetRemRange {
+            key,
+            range: match rng.gen_range(0..3) {
+                0 => ZRange::Rank {
+                    start: rng.gen_range(-3..3),
+                    stop: rng.gen_range(-3..3),
+                },
+                1 => ZRange::Score {
+                    min: ScoreBound {
+                        value: rng.gen_range(-5.0..5.0),
+                        exclusive: rng.gen_bool(0.5),
+                    },
+                    max: ScoreBound {
+                        value: f64::INFINITY,
+                        exclusive: false,
+                    },
+                },
+                _ => ZRange::Lex {
+                    min: LexBound::Inclusive(bytes(rng, 2)),
+                    max: LexBound::PosInf,
+                },
+            },
+        },
+        24 => Effect::SetStore {
+            key,
+            op: [SetOp::Union, SetOp::Inter, SetOp::Diff][rng.gen_range(0..3)],
+            sources: (0..rng.gen_range(1..3)).map(|_| self::key(rng)).collect(),
+        },
+        25 => Effect::Copy {
+            from: key,
+            to: self::key(rng),
+        },
         _ => match rng.gen_range(0..3) {
             0 => Effect::FlushDb,
-            1 => Effect::SwapDb {
-                other: rng.gen_range(0..3),
-            },
+            1 => Effect::SwapDb { other: db(rng) },
             _ => Effect::FlushAll,
         },
     }
 }
 
 /// A workload of batches of (db, effect), each valid on the model state it follows.
-pub fn workload(seed: u64, batches: usize) -> Vec<Vec<(u8, Effect)>> {
+pub fn workload(seed: u64, batches: usize) -> Vec<Vec<(u32, Effect)>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Dataset::default();
     let mut out = Vec::new();
     while out.len() < batches {
         let mut batch = Vec::new();
         for _ in 0..rng.gen_range(1..=3) {
-            let db = rng.gen_range(0..3);
+            let db = db(&mut rng);
             let effect = random_effect(&mut rng);
             let mut trial = model.clone();
             if trial.apply(db, &effect).is_ok() {
@@ -151,7 +218,7 @@ pub fn workload(seed: u64, batches: usize) -> Vec<Vec<(u8, Effect)>> {
     out
 }
 
-pub fn model_after(batches: &[Vec<(u8, Effect)>]) -> Dataset {
+pub fn model_after(batches: &[Vec<(u32, Effect)>]) -> Dataset {
     let mut m = Dataset::default();
     for (db, e) in batches.iter().flatten() {
         m.apply(*db, e).expect("valid by construction");
