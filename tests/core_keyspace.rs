@@ -5,7 +5,8 @@
 //! - Crash at every flush/fence of a run that appends, replays and reuses log and heap
 //!   space (with and without torn words): after recovery, key space + log tail equals the
 //!   model of the acknowledged prefix (or that plus the write in flight), the structure
-//!   checks clean, and heap accounting has no leak.
+//!   checks clean, and heap accounting has no leak. Effects longer than a few dozen
+//!   bytes go to blobs, so cuts also fall inside blob writes and blob frees.
 //! - Property tests of the index (against a BTreeMap, across reopenings) and of the
 //!   allocator (a steady overwrite load does not grow the heap).
 
@@ -14,9 +15,9 @@ mod effect_gen;
 use effect_gen::{model_after, workload};
 use proptest::prelude::*;
 use redis_nvm::effect::model::Dataset;
-use redis_nvm::effect::{decode, encode, Effect, Value, NO_EXPIRE};
+use redis_nvm::effect::{decode, encode, encoded_len, kind_of, Effect, Value, NO_EXPIRE};
 use redis_nvm::keyspace::{KeySpace, StoredValue};
-use redis_nvm::log::{LogError, RecordRef};
+use redis_nvm::log::{BlobWriter, LogError, RecordRef, FLAG_BLOB};
 use redis_nvm::pmem::CrashSim;
 use redis_nvm::pool::Pool;
 use redis_nvm::replay::{ReplayError, Replayer};
@@ -31,6 +32,35 @@ fn append(pool: &mut Pool, db: u32, e: &Effect) -> Result<u64, LogError> {
         db,
         flags: 0,
         payload: &p,
+    }])
+}
+
+/// Effects encoded longer than this go to a blob in `run` (the module's threshold is
+/// 1 MiB; small here so that the random workloads log many blobs).
+const BLOB_OVER: u64 = 48;
+
+/// Appends `e` the way the module does: its bytes in a blob, named by a small record,
+/// when they are longer than `BLOB_OVER` (the blob durable before the record).
+fn append_effect(pool: &mut Pool, r: &mut Replayer, db: u32, e: &Effect) -> Result<u64, LogError> {
+    let len = encoded_len(e).expect("encodes");
+    if len <= BLOB_OVER {
+        return append(pool, db, e);
+    }
+    let off = r
+        .keyspace_mut()
+        .alloc_blob(len)
+        .map_err(|_| LogError::Full {
+            needed: len,
+            free: 0,
+        })?;
+    let mut w = BlobWriter::new(pool.media(), off);
+    encode(e, &mut w).expect("encodes");
+    let blob = w.finish().map_err(LogError::Media)?;
+    pool.log_mut().append(&[RecordRef {
+        kind: kind_of(e),
+        db,
+        flags: FLAG_BLOB,
+        payload: &blob.encode(),
     }])
 }
 
@@ -91,7 +121,7 @@ fn run(sim: &CrashSim, effects: &[(u32, Effect)], log_size: u64, every: usize) -
     let mut acked = 0;
     for (i, (db, e)) in effects.iter().enumerate() {
         loop {
-            match append(&mut pool, *db, e) {
+            match append_effect(&mut pool, &mut r, *db, e) {
                 Ok(_) => break,
                 Err(LogError::Full { .. }) => match step(&mut pool, &mut r) {
                     Ok(n) if n > 0 => continue,

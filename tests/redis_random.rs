@@ -45,7 +45,7 @@ impl Gen {
     /// One random write command (argv).
     fn command(&mut self) -> Vec<String> {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let k = self.rng.gen_range(0..70);
+        let k = self.rng.gen_range(0..77);
         match k {
             // strings
             0 => {
@@ -207,6 +207,36 @@ impl Gen {
             62 => vec!["SELECT".into(), self.n(0, 2)],
             63 => vec!["SWAPDB".into(), self.n(0, 2), self.n(0, 2)],
             64 if self.rng.gen_bool(0.1) => vec!["FLUSHDB".into()],
+            // writes the module logs as O(change) effects, at sizes past a key item
+            70 => vec!["SETRANGE".into(), self.key("s"), self.n(4000, 20000), self.val()],
+            71 => vec!["SETBIT".into(), self.key("b"), self.n(0, 70000), self.n(0, 1)],
+            72 => vec![
+                "BITFIELD".into(),
+                self.key("b"),
+                "SET".into(),
+                "u8".into(),
+                format!("#{}", self.n(0, 9000)),
+                self.n(0, 255),
+                "OVERFLOW".into(),
+                "SAT".into(),
+                "INCRBY".into(),
+                "i16".into(),
+                self.n(0, 100),
+                self.n(-999, 999),
+            ],
+            73 => vec!["LINSERT".into(), self.key("l"), "AFTER".into(), format!("m{}", self.n(0, 7)), self.val()],
+            74 => vec!["COPY".into(), self.key("t"), self.key("t"), "DB".into(), self.n(0, 2), "REPLACE".into()],
+            75 => {
+                // Same-score members (a lex zset), sometimes one with another score.
+                let score = if self.rng.gen_bool(0.2) { "1" } else { "0" };
+                vec!["ZADD".into(), self.key("z"), score.into(), format!("m{}", self.n(0, 7))]
+            }
+            76 => vec![
+                "ZREMRANGEBYLEX".into(),
+                self.key("z"),
+                self.pick(&["-", "[m2", "(m3"]).into(),
+                self.pick(&["+", "[m5", "(m6"]).into(),
+            ],
             // reads mixed in (they must change nothing)
             _ => vec![self.pick(&["GET", "LLEN", "HGETALL", "SMEMBERS", "ZCARD", "XLEN", "TYPE"]).into(), self.key("s")],
         }

@@ -57,6 +57,7 @@ impl Module {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.resize_with(effects.len().max(scratch.len()), Vec::new);
         let mut kinds = Vec::with_capacity(effects.len());
+        let mut blob_bytes = 0;
         let mut result = Ok(());
         for (effect, buf) in effects.iter().zip(scratch.iter_mut()) {
             buf.clear();
@@ -65,6 +66,7 @@ impl Module {
                 .and_then(|len| {
                     if len > threshold {
                         let blob = self.write_blob(effect, len)?;
+                        blob_bytes += len;
                         buf.extend_from_slice(&blob.encode());
                         Ok((kind_of(effect), FLAG_BLOB))
                     } else {
@@ -92,7 +94,12 @@ impl Module {
                     payload,
                 })
                 .collect();
-            let bytes: u64 = records.iter().map(|r| r.payload.len() as u64 + 24).sum();
+            // Bytes logged: the records, and the blobs they name.
+            let bytes: u64 = records
+                .iter()
+                .map(|r| r.payload.len() as u64 + 24)
+                .sum::<u64>()
+                + blob_bytes;
             self.append_records(&records)?;
             self.stats.appended_records += records.len() as u64;
             self.stats.appended_bytes += bytes;

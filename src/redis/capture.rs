@@ -262,7 +262,21 @@ fn field_effects(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Vec<Effect>> {
         Plan::Append(bytes) => {
             // The appended bytes end the string now (its length is read, not its bytes:
             // an APPEND to a new key may leave an int- or embstr-encoded value).
-            let len = string_key()?.len() as u64;
+            let k = string_key()?;
+            let len = k.len() as u64;
+            if bytes.is_empty() {
+                // Appending nothing changes nothing, except that it creates an empty
+                // string where there was no key (which a write of no bytes would not).
+                if len > 0 {
+                    return Some(Vec::new());
+                }
+                let expire = k.abs_expire();
+                return Some(vec![Effect::Put {
+                    key: key_vec,
+                    value: Value::String(Vec::new()),
+                    expire_at_ms: if expire >= 0 { expire } else { NO_EXPIRE },
+                }]);
+            }
             Effect::StringWrite {
                 key: key_vec,
                 offset: len.checked_sub(bytes.len() as u64)?,

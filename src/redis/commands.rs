@@ -7,7 +7,7 @@
 
 use super::ffi::{Ctx, InfoCtx};
 use super::replayer;
-use super::state::{with_module, Module, Refusal};
+use super::state::{self, with_module, Module, Refusal};
 use crate::effect::decode;
 use crate::log::LogError;
 use crate::pmem::MediaMode;
@@ -97,7 +97,16 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
             "whole_value_effects",
             m.stats.whole_value_effects.to_string(),
         ),
+        ("blob_records", m.stats.blob_records.to_string()),
+        ("blob_bytes", m.stats.blob_bytes.to_string()),
+        ("log_full_waits", m.stats.log_full_waits.to_string()),
+        ("keyspace_heap_headroom", m.heap_headroom().to_string()),
+        (
+            "keyspace_heap_reserve",
+            state::heap_reserve_for(rp.heap_capacity.load(Relaxed)).to_string(),
+        ),
         ("refused_writes", m.stats.refused_writes.to_string()),
+        ("refused_too_big", m.stats.refused_too_big.to_string()),
         ("in_doubt_writes", m.stats.in_doubt_writes.to_string()),
         ("recovery_keys_loaded", m.stats.loaded_keys.to_string()),
         ("recovery_records", m.stats.replayed_records.to_string()),

@@ -892,6 +892,20 @@ pub fn command_args<'a>(argv: *mut *mut RedisModuleString, argc: c_int) -> Vec<&
     strings.iter().map(|s| string_bytes(*s)).collect()
 }
 
+/// Whether a script or a transaction is executing right now (the server's global
+/// state, readable from a command filter: a command filtered then is one of its own).
+pub fn inside_script_or_exec() -> bool {
+    match api!(RedisModule_GetContextFlags) {
+        // SAFETY: the server checks ctx for NULL and reports only global state then.
+        Some(f) => {
+            let flags = unsafe { f(ptr::null_mut()) };
+            let unit = (raw::REDISMODULE_CTX_FLAGS_LUA | raw::REDISMODULE_CTX_FLAGS_MULTI) as c_int;
+            flags & unit != 0
+        }
+        None => false,
+    }
+}
+
 /// Writes a line to the server log without a callback context (a context-free log is
 /// allowed by the API: it carries the module's name only when the server can tell).
 pub fn log_line(level: &str, msg: &str) {

@@ -425,7 +425,7 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             return;
         }
         let name = f.arg(0);
-        if !ADMIT.load(Ordering::Relaxed) && is_write(&f, name) {
+        if !ADMIT.load(Ordering::Relaxed) && is_write(&f, name) && !finishing_a_unit() {
             refuse(&f, None);
             return;
         }
@@ -447,6 +447,21 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
         let args = (1..f.len()).map(|i| f.arg(i));
         HintTable::with(|t| t.on_command(objects, command, args));
     })
+}
+
+/// A write inside a running script or EXEC is part of a unit that has started: as stock
+/// Redis lets a script that has written go past `maxmemory`, it is not refused for a
+/// full log or heap (the reserves are for this; the append waits for the replayer), only
+/// when the pool cannot take writes at all.
+fn finishing_a_unit() -> bool {
+    ffi::inside_script_or_exec()
+        && with_module(|m| {
+            matches!(
+                m.refusal,
+                Some(Refusal::Full { .. }) | Some(Refusal::HeapFull { .. })
+            )
+        })
+        .unwrap_or(false)
 }
 
 /// Writes whose arguments total more than this are checked against the pool's free

@@ -211,6 +211,7 @@ impl ServerSpec {
         let mut server = Server {
             spec: self.clone(),
             child: Some(child),
+            expect_poisoned: false,
         };
         server.wait_ready();
         server
@@ -225,6 +226,7 @@ impl ServerSpec {
         Server {
             spec: self.clone(),
             child: Some(child),
+            expect_poisoned: false,
         }
     }
 
@@ -253,6 +255,9 @@ impl ServerSpec {
 pub struct Server {
     pub spec: ServerSpec,
     child: Option<Child>,
+    /// The test means the module to end poisoned (refusing writes): the final check
+    /// then accepts that state, still not an in-doubt write.
+    pub expect_poisoned: bool,
 }
 
 impl Server {
@@ -302,9 +307,77 @@ impl Server {
     }
 
     fn kill_now(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_nothing_in_doubt();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Every test ends here (SIGKILL or drop): no write may have been acknowledged and
+    /// then not made durable, and the module is not poisoned unless the test means it.
+    /// A module server that died by itself fails too (the module exits rather than
+    /// acknowledge a write it could not make durable).
+    fn assert_nothing_in_doubt(&mut self) {
+        if self.spec.module_args.is_none() {
+            return;
+        }
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            if status.success() {
+                return; // SHUTDOWN by the test
+            }
+            panic!(
+                "{:?}: the server exited by itself ({status}); log:\n{}",
+                self.spec.flavor,
+                self.log()
+            );
+        }
+        let info =
+            match RawConn::try_connect(self.spec.port).and_then(|mut c| c.try_cmd(&["NVM.INFO"])) {
+                Ok(r) => r.text(),
+                Err(e) => {
+                    // A SHUTDOWN in progress: the listener is closed before the process exits.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            assert!(
+                                status.success(),
+                                "{:?}: the server exited ({status})",
+                                self.spec.flavor
+                            );
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    panic!(
+                        "{:?}: NVM.INFO unanswered before the final check: {e}",
+                        self.spec.flavor
+                    )
+                }
+            };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            field("in_doubt_writes"),
+            "0",
+            "{:?}: acknowledged writes may have been lost:\n{info}",
+            self.spec.flavor
+        );
+        if !self.expect_poisoned {
+            assert!(
+                !field("state").starts_with("poisoned"),
+                "{:?}: the module is poisoned:\n{info}",
+                self.spec.flavor
+            );
         }
     }
 
@@ -431,7 +504,7 @@ pub struct RawConn {
 impl RawConn {
     pub fn try_connect(port: u16) -> std::io::Result<RawConn> {
         let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
         s.set_nodelay(true)?;
         Ok(RawConn {
             reader: std::io::BufReader::new(s.try_clone()?),
