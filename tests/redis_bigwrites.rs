@@ -8,6 +8,7 @@
 //!   the pool cannot hold them;
 //! - transactions and scripts whose writes add up to many times the log are durable;
 //! - every db of a server with `databases 1000` is durable.
+//!
 //! Every test ends with the harness's check that no write is in doubt (`common`).
 
 mod common;
