@@ -222,3 +222,21 @@ proptest! {
         }
     }
 }
+
+/// A length the format's u32 cannot hold is refused, never narrowed (the 4 GiB buffer
+/// is never touched: zeroed allocations are mapped lazily).
+#[test]
+fn lengths_above_u32_are_refused_not_narrowed() {
+    let huge = vec![0u8; u32::MAX as usize + 1];
+    let e = Effect::StringWrite {
+        key: b"k".to_vec(),
+        offset: 0,
+        bytes: huge,
+    };
+    assert_eq!(
+        redis_nvm::effect::encoded_len(&e),
+        Err(redis_nvm::effect::EncodeError {
+            len: u64::from(u32::MAX) + 1
+        })
+    );
+}

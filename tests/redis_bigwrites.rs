@@ -469,3 +469,61 @@ fn transactions_and_scripts_many_times_the_log_are_durable() {
         }
     }
 }
+
+/// The limits on the way from the server to the pool: a 1 MB key and hash field, an
+/// expiry in the year 9999, a SETRANGE 300 MB into a missing key (a sparse chunked string),
+/// and a server with more than 4096 dbs, where XREADGROUP's stream (logged at the end of
+/// the event-loop iteration, in every db where the key is a stream) sits in db 4500.
+#[test]
+fn limits_of_keys_expiries_offsets_and_dbs_survive_sigkill() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("limits");
+        let server = ServerSpec::module(flavor, &dir)
+            .with_module_arg("size", "256mb")
+            .with_extra(&["--databases", "5000", "--proto-max-bulk-len", "1gb"])
+            .start();
+        let mut c = RawConn::connect(server.spec.port);
+        let big_key = vec![b'K'; 1 << 20];
+        assert_eq!(c.cmd(&[b"SET".as_slice(), &big_key, b"v"]).text(), "OK");
+        assert_eq!(
+            c.cmd(&[b"HSET".as_slice(), b"h", &big_key, b"v"]).int(),
+            Some(1)
+        );
+        assert_eq!(c.cmd(&["SET", "far", "v"]).text(), "OK");
+        assert_eq!(c.cmd(&["EXPIREAT", "far", "253402300799"]).int(), Some(1));
+        assert_eq!(
+            c.cmd(&["SETRANGE", "sparse", "314572800", "end"]).int(),
+            Some(314_572_803)
+        );
+        c.cmd(&["SELECT", "4500"]);
+        assert!(c
+            .cmd(&["XGROUP", "CREATE", "x", "g", "$", "MKSTREAM"])
+            .err()
+            .is_none());
+        assert!(c.cmd(&["XADD", "x", "1-1", "f", "v"]).err().is_none());
+        let read = c.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "x", ">"]);
+        assert!(read.err().is_none(), "{flavor:?}: {read:?}");
+        let pending = format!("{:?}", c.cmd(&["XPENDING", "x", "g"]));
+        c.cmd(&["SELECT", "0"]);
+        let d = format!("{:?}", c.cmd(&["DEBUG", "DIGEST"]));
+        let spec = server.kill9();
+        let server = spec.start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(
+            format!("{:?}", c.cmd(&["DEBUG", "DIGEST"])),
+            d,
+            "{flavor:?}"
+        );
+        assert_eq!(c.cmd(&["EXPIRETIME", "far"]).int(), Some(253_402_300_799));
+        assert_eq!(
+            c.cmd(&["GETRANGE", "sparse", "314572800", "-1"]).text(),
+            "end"
+        );
+        c.cmd(&["SELECT", "4500"]);
+        assert_eq!(
+            format!("{:?}", c.cmd(&["XPENDING", "x", "g"])),
+            pending,
+            "{flavor:?}"
+        );
+    }
+}
