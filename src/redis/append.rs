@@ -226,10 +226,9 @@ impl Module {
                 ffi::log_line(
                     "warning",
                     &format!(
-                        "redis-nvm: FATAL: a write that already ran could not be made durable ({why}). \
-                         Exiting now, before its reply can reach the client, as Redis does on an AOF write \
-                         error with appendfsync always. The pool holds every write acknowledged before it: \
-                         fix the cause, then restart the server"
+                        "redis-nvm: FATAL: a write that ran could not be made durable ({why}). Exiting before \
+                         its reply can leave, as Redis does on an AOF write error with appendfsync always; \
+                         every write acknowledged before it is in the pool"
                     ),
                 );
                 std::process::exit(1);

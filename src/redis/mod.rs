@@ -449,19 +449,15 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
     })
 }
 
-/// A write inside a running script or EXEC is part of a unit that has started: as stock
-/// Redis lets a script that has written go past `maxmemory`, it is not refused for a
-/// full log or heap (the reserves are for this; the append waits for the replayer), only
-/// when the pool cannot take writes at all.
+/// A write inside a running script or EXEC is part of a unit that has started: it is not
+/// refused for a full log backlog, which the replayer drains (its append waits for it),
+/// as stock Redis lets a script that has written go past `maxmemory`. A key space at its
+/// reserve still refuses it: the script gets the error, as when the server refuses a
+/// write inside a script; the reserve is for what EXEC, whose queued commands the filter
+/// does not see again, may still need.
 fn finishing_a_unit() -> bool {
     ffi::inside_script_or_exec()
-        && with_module(|m| {
-            matches!(
-                m.refusal,
-                Some(Refusal::Full { .. }) | Some(Refusal::HeapFull { .. })
-            )
-        })
-        .unwrap_or(false)
+        && with_module(|m| matches!(m.refusal, Some(Refusal::Full { .. }))).unwrap_or(false)
 }
 
 /// Writes whose arguments total more than this are checked against the pool's free
