@@ -32,11 +32,12 @@ test: build ## every test (unit, core, real servers), then cargo fmt --check and
 run: build ## start SERVER on PORT in the foreground with the module (pool: ./data/redis.nvm)
 	@bash scripts/run.sh
 
-bench: build ## SET throughput vs stock persistence, replayer throughput, restart time, latency while persisting (~25 min)
+bench: build ## SET throughput vs stock persistence, replayer throughput, restart time, latency while persisting, writes on big values (~30 min)
 	python3 bench/bench.py $(BENCH_ARGS)
 	$(CARGO) test --release --test core_bench replay_throughput -- --ignored --nocapture
 	python3 bench/restart.py
 	python3 bench/latency.py
+	python3 bench/bigvalues.py
 
 fmt: ## cargo fmt
 	$(CARGO) fmt
