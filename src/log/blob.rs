@@ -107,18 +107,24 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn drain(&mut self) {
-        if self.buf.is_empty() || self.error.is_some() {
+        let buf = std::mem::take(&mut self.buf);
+        self.write_piece(&buf);
+        self.buf = buf;
+        self.buf.clear();
+    }
+
+    fn write_piece(&mut self, piece: &[u8]) {
+        if piece.is_empty() || self.error.is_some() {
             return;
         }
         let at = self.offset + self.written;
-        match self.media.write_persistent(at, &self.buf) {
+        match self.media.write_persistent(at, piece) {
             Ok(()) => {
-                self.crc = crc32c::crc32c_append(self.crc, &self.buf);
-                self.written += self.buf.len() as u64;
+                self.crc = crc32c::crc32c_append(self.crc, piece);
+                self.written += piece.len() as u64;
             }
             Err(e) => self.error = Some(e),
         }
-        self.buf.clear();
     }
 
     /// Makes everything written durable (fence) and returns the blob's reference.
@@ -140,6 +146,13 @@ impl crate::effect::Sink for BlobWriter<'_> {
     fn put(&mut self, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
+            if self.buf.is_empty() && rest.len() >= PIECE {
+                // A big slice (a value) goes straight to the pool, not through the buffer.
+                let (now, later) = rest.split_at(PIECE);
+                self.write_piece(now);
+                rest = later;
+                continue;
+            }
             let room = PIECE - self.buf.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.buf.extend_from_slice(now);

@@ -109,6 +109,15 @@ pub fn hinted_name(name: &[u8]) -> Option<&'static [u8]> {
     HINTED.iter().copied().find(|h| *h == lower)
 }
 
+/// Whether a hinted command's argv is worth keeping: the value of a single-key SET above
+/// 64 KiB is not copied into the hint, because logging the key's value (read in place: a
+/// value that big is raw-encoded, so the read changes nothing) costs one copy instead of
+/// two. (MSET keeps its hint: its other values may be small, embstr-encoded ones.)
+pub fn worth_keeping(command: &[u8], arg_bytes: u64) -> bool {
+    const STRING_PUTS: &[&[u8]] = &[b"set", b"setnx", b"setex", b"psetex", b"getset"];
+    arg_bytes <= 64 << 10 || !STRING_PUTS.contains(&command)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hint {
     pub command: &'static [u8],

@@ -443,7 +443,7 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             *slot = f.arg_object(i + 1);
         }
         let objects = &objects[..indexed];
-        let command = hinted_name(name);
+        let command = hinted_name(name).filter(|c| hints::worth_keeping(c, arg_bytes));
         let args = (1..f.len()).map(|i| f.arg(i));
         HintTable::with(|t| t.on_command(objects, command, args));
     })
