@@ -39,6 +39,17 @@ fn info_field(c: &mut RawConn, name: &str) -> String {
         .to_string()
 }
 
+/// SIGKILL, then the same server again on the same pool, with a connection to it.
+fn kill_and_restart(server: Server) -> (Server, RawConn) {
+    let server = server.kill9().start();
+    let c = RawConn::connect(server.spec.port);
+    (server, c)
+}
+
+fn digest(c: &mut RawConn) -> String {
+    format!("{:?}", c.cmd(&["DEBUG", "DIGEST"]))
+}
+
 fn digest_value(c: &mut RawConn, key: &str) -> String {
     format!("{:?}", c.cmd(&["DEBUG", "DIGEST-VALUE", key]))
 }
@@ -212,9 +223,7 @@ fn big_values_reply_as_stock_log_their_change_and_survive_sigkill() {
             "{flavor:?}: values differ from stock before the kill"
         );
         assert_eq!(info_field(&mut c, "in_doubt_writes"), "0");
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
+        let (_server, mut c) = kill_and_restart(server);
         let after: Vec<String> = keys.iter().map(|k| digest_value(&mut c, k)).collect();
         assert_eq!(
             after, before,
@@ -241,9 +250,7 @@ fn spop_of_one_member_on_a_big_set_is_durable_inside_the_command() {
         }
         let popped: Vec<Resp> = (0..5).map(|_| c.cmd(&["SPOP", "set"])).collect();
         let d = digest_value(&mut c, "set");
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
+        let (_server, mut c) = kill_and_restart(server);
         assert_eq!(digest_value(&mut c, "set"), d, "{flavor:?}");
         for p in popped {
             assert_eq!(
@@ -274,9 +281,7 @@ fn huge_sets_are_durable_or_refused_before_they_run() {
         let digests: Vec<String> = (0..3)
             .map(|i| digest_value(&mut c, &format!("huge{i}")))
             .collect();
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
+        let (server, mut c) = kill_and_restart(server);
         for (i, size) in sizes.iter().enumerate() {
             let key = format!("huge{i}");
             assert_eq!(
@@ -308,9 +313,7 @@ fn huge_sets_are_durable_or_refused_before_they_run() {
             r.err().is_some_and(|e| e.starts_with("NVMFULL")),
             "{flavor:?}: {r:?}"
         );
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
+        let (server, mut c) = kill_and_restart(server);
         assert_eq!(c.cmd(&["GET", "k"]).text(), "old", "{flavor:?}");
         drop(server);
     }
@@ -366,9 +369,7 @@ fn derived_values_bigger_than_the_log_are_durable() {
         );
         let keys = ["u", "sorted", "a2", "s2", "zu", "bo", "restored"];
         let before: Vec<String> = keys.iter().map(|k| digest_value(&mut c, k)).collect();
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
+        let (_server, mut c) = kill_and_restart(server);
         let after: Vec<String> = keys.iter().map(|k| digest_value(&mut c, k)).collect();
         assert_eq!(after, before, "{flavor:?}");
     }
@@ -394,15 +395,9 @@ fn every_db_of_a_server_with_a_thousand_dbs_is_durable() {
         c.cmd(&["SELECT", "256"]);
         assert_eq!(c.cmd(&["FLUSHDB"]).text(), "OK");
         c.cmd(&["SELECT", "0"]);
-        let d = format!("{:?}", c.cmd(&["DEBUG", "DIGEST"]));
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
-        assert_eq!(
-            format!("{:?}", c.cmd(&["DEBUG", "DIGEST"])),
-            d,
-            "{flavor:?}"
-        );
+        let d = digest(&mut c);
+        let (_server, mut c) = kill_and_restart(server);
+        assert_eq!(digest(&mut c), d, "{flavor:?}");
         let get = |c: &mut RawConn, db: u32, key: &str| {
             c.cmd(&["SELECT", &db.to_string()]);
             c.cmd(&["GET", key]).text()
@@ -460,9 +455,7 @@ fn transactions_and_scripts_many_times_the_log_are_durable() {
         assert!(waits > 0, "{flavor:?}: the units never filled the log");
         let dbsize = c.cmd(&["DBSIZE"]).int();
         assert_eq!(dbsize, Some(90_000));
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
+        let (_server, mut c) = kill_and_restart(server);
         assert_eq!(c.cmd(&["DBSIZE"]).int(), Some(90_000), "{flavor:?}");
         for key in ["tx:29999", "lua:30000", "fn:30000"] {
             assert_eq!(c.cmd(&["GET", key]).text(), value, "{flavor:?} {key}");
@@ -505,15 +498,9 @@ fn limits_of_keys_expiries_offsets_and_dbs_survive_sigkill() {
         assert!(read.err().is_none(), "{flavor:?}: {read:?}");
         let pending = format!("{:?}", c.cmd(&["XPENDING", "x", "g"]));
         c.cmd(&["SELECT", "0"]);
-        let d = format!("{:?}", c.cmd(&["DEBUG", "DIGEST"]));
-        let spec = server.kill9();
-        let server = spec.start();
-        let mut c = RawConn::connect(server.spec.port);
-        assert_eq!(
-            format!("{:?}", c.cmd(&["DEBUG", "DIGEST"])),
-            d,
-            "{flavor:?}"
-        );
+        let d = digest(&mut c);
+        let (_server, mut c) = kill_and_restart(server);
+        assert_eq!(digest(&mut c), d, "{flavor:?}");
         assert_eq!(c.cmd(&["EXPIRETIME", "far"]).int(), Some(253_402_300_799));
         assert_eq!(
             c.cmd(&["GETRANGE", "sparse", "314572800", "-1"]).text(),
