@@ -272,265 +272,460 @@ fn count_option(rest: &[Vec<u8>]) -> Option<u64> {
     }
 }
 
+/// Which of the hint's arguments must be the notified key for a rule to apply.
+#[derive(Clone, Copy)]
+enum KeyAt {
+    First,
+    Second,
+    /// A multi-key command: the rule's builder checks the key itself.
+    Checked,
+}
+
+/// One row of the table of what a command's events mean: when `command` fires `event`
+/// on the key at `key`, `build` makes the plan from the hint (or `None`: fall back).
+struct Rule {
+    commands: &'static [&'static [u8]],
+    events: &'static [&'static [u8]],
+    key: KeyAt,
+    build: fn(&Hint, &[u8], &[u8]) -> Option<Plan>,
+}
+
+const RULES: &[Rule] = &[
+    rule(
+        &[b"set", b"setnx", b"getset"],
+        &[b"set"],
+        KeyAt::First,
+        set_value,
+    ),
+    rule(&[b"setex", b"psetex"], &[b"set"], KeyAt::First, setex_value),
+    rule(&[b"mset", b"msetnx"], &[b"set"], KeyAt::Checked, mset_value),
+    rule(
+        &[b"incr", b"decr", b"incrby", b"decrby"],
+        &[b"incrby"],
+        KeyAt::First,
+        incr_by,
+    ),
+    rule(
+        &[b"incrbyfloat"],
+        &[b"incrbyfloat"],
+        KeyAt::First,
+        incr_by_float,
+    ),
+    rule(&[b"hset", b"hmset"], &[b"hset"], KeyAt::First, hash_fields),
+    rule(&[b"hsetnx"], &[b"hset"], KeyAt::First, one_hash_field),
+    rule(&[b"hincrby"], &[b"hincrby"], KeyAt::First, one_hash_field),
+    rule(
+        &[b"hincrbyfloat"],
+        &[b"hincrbyfloat"],
+        KeyAt::First,
+        one_hash_field,
+    ),
+    rule(&[b"hdel"], &[b"hdel"], KeyAt::First, |h, _, _| {
+        Some(Plan::HashDel(h.args.get(1..)?.to_vec()))
+    }),
+    rule(&[b"sadd"], &[b"sadd"], KeyAt::First, |h, _, _| {
+        Some(Plan::SetAdd(h.args.get(1..)?.to_vec()))
+    }),
+    rule(&[b"srem"], &[b"srem"], KeyAt::First, |h, _, _| {
+        Some(Plan::SetRem(h.args.get(1..)?.to_vec()))
+    }),
+    rule(&[b"smove"], &[b"srem"], KeyAt::First, |h, _, _| {
+        Some(Plan::SetRem(vec![h.args.get(2)?.clone()]))
+    }),
+    rule(&[b"smove"], &[b"sadd"], KeyAt::Second, |h, _, _| {
+        Some(Plan::SetAdd(vec![h.args.get(2)?.clone()]))
+    }),
+    rule(&[b"zadd"], &[b"zadd", b"zincr"], KeyAt::First, |h, _, _| {
+        zadd_members(h.args.get(1..)?).map(Plan::ZsetMembers)
+    }),
+    rule(&[b"zincrby"], &[b"zincr"], KeyAt::First, |h, _, _| {
+        Some(Plan::ZsetMembers(vec![h.args.get(2)?.clone()]))
+    }),
+    rule(&[b"geoadd"], &[b"zadd"], KeyAt::First, |h, _, _| {
+        geoadd_members(h.args.get(1..)?).map(Plan::ZsetMembers)
+    }),
+    rule(&[b"zrem"], &[b"zrem"], KeyAt::First, |h, _, _| {
+        Some(Plan::ZsetRem(h.args.get(1..)?.to_vec()))
+    }),
+    rule(
+        &[b"zpopmin", b"zpopmax"],
+        &[b"zpopmin", b"zpopmax"],
+        KeyAt::First,
+        zpop,
+    ),
+    rule(
+        &[b"bzpopmin", b"bzpopmax"],
+        &[b"zpopmin", b"zpopmax"],
+        KeyAt::Checked,
+        bzpop,
+    ),
+    rule(
+        &[b"zmpop", b"bzmpop"],
+        &[b"zpopmin", b"zpopmax"],
+        KeyAt::Checked,
+        zmpop,
+    ),
+    rule(&[b"lpush", b"lpushx"], &[b"lpush"], KeyAt::First, push),
+    rule(&[b"rpush", b"rpushx"], &[b"rpush"], KeyAt::First, push),
+    rule(&[b"lpop"], &[b"lpop"], KeyAt::First, pop),
+    rule(&[b"rpop"], &[b"rpop"], KeyAt::First, pop),
+    rule(&[b"blpop"], &[b"lpop"], KeyAt::Checked, blocking_pop),
+    rule(&[b"brpop"], &[b"rpop"], KeyAt::Checked, blocking_pop),
+    rule(
+        &[b"lmpop", b"blmpop"],
+        &[b"lpop", b"rpop"],
+        KeyAt::Checked,
+        lmpop,
+    ),
+    rule(
+        &[b"lmove", b"blmove", b"rpoplpush", b"brpoplpush"],
+        &[b"lpop", b"rpop", b"lpush", b"rpush"],
+        KeyAt::Checked,
+        lmove,
+    ),
+    rule(&[b"ltrim"], &[b"ltrim"], KeyAt::First, |h, _, _| {
+        Some(Plan::ListTrim {
+            start: parse_i64(h.args.get(1)?)?,
+            stop: parse_i64(h.args.get(2)?)?,
+        })
+    }),
+    rule(&[b"lset"], &[b"lset"], KeyAt::First, |h, _, _| {
+        Some(Plan::ListSet {
+            index: parse_i64(h.args.get(1)?)?,
+            element: h.args.get(2)?.clone(),
+        })
+    }),
+    rule(&[b"linsert"], &[b"linsert"], KeyAt::First, linsert),
+    rule(&[b"lrem"], &[b"lrem"], KeyAt::First, |h, _, _| {
+        Some(Plan::ListRem {
+            count: parse_i64(h.args.get(1)?)?,
+            element: h.args.get(2)?.clone(),
+        })
+    }),
+    rule(
+        &[b"append"],
+        &[b"append"],
+        KeyAt::First,
+        |h, _, _| match h.args.as_slice() {
+            [_, bytes] => Some(Plan::Append(bytes.clone())),
+            _ => None,
+        },
+    ),
+    rule(
+        &[b"setrange"],
+        &[b"setrange"],
+        KeyAt::First,
+        |h, _, _| match h.args.as_slice() {
+            [_, offset, bytes] => Some(Plan::SetRange {
+                offset: parse_u64(offset)?,
+                bytes: bytes.clone(),
+            }),
+            _ => None,
+        },
+    ),
+    rule(
+        &[b"setbit"],
+        &[b"setbit"],
+        KeyAt::First,
+        |h, _, _| match h.args.as_slice() {
+            [_, offset, _] => Some(Plan::StringBytes(vec![(parse_u64(offset)? / 8, 1)])),
+            _ => None,
+        },
+    ),
+    rule(&[b"bitfield"], &[b"setbit"], KeyAt::First, |h, _, _| {
+        bitfield_writes(h.args.get(1..)?).map(Plan::StringBytes)
+    }),
+    rule(
+        &[b"zremrangebyrank"],
+        &[b"zremrangebyrank"],
+        KeyAt::First,
+        |h, _, _| match h.args.as_slice() {
+            [_, start, stop] => Some(Plan::ZsetRemRange(ZRange::Rank {
+                start: parse_i64(start)?,
+                stop: parse_i64(stop)?,
+            })),
+            _ => None,
+        },
+    ),
+    rule(
+        &[b"zremrangebyscore"],
+        &[b"zremrangebyscore"],
+        KeyAt::First,
+        |h, _, _| match h.args.as_slice() {
+            [_, min, max] => Some(Plan::ZsetRemRange(ZRange::Score {
+                min: score_bound(min)?,
+                max: score_bound(max)?,
+            })),
+            _ => None,
+        },
+    ),
+    rule(
+        &[b"zremrangebylex"],
+        &[b"zremrangebylex"],
+        KeyAt::First,
+        |h, _, _| match h.args.as_slice() {
+            [_, min, max] => Some(Plan::ZsetRemRange(ZRange::Lex {
+                min: lex_bound(min)?,
+                max: lex_bound(max)?,
+            })),
+            _ => None,
+        },
+    ),
+    rule(
+        &[b"sunionstore"],
+        &[b"sunionstore"],
+        KeyAt::First,
+        |h, _, _| set_store(h, SetOp::Union),
+    ),
+    rule(
+        &[b"sinterstore"],
+        &[b"sinterstore"],
+        KeyAt::First,
+        |h, _, _| set_store(h, SetOp::Inter),
+    ),
+    rule(
+        &[b"sdiffstore"],
+        &[b"sdiffstore"],
+        KeyAt::First,
+        |h, _, _| set_store(h, SetOp::Diff),
+    ),
+    rule(&[b"copy"], &[b"copy_to"], KeyAt::Second, copy),
+    rule(&[b"spop"], &[b"spop"], KeyAt::First, |h, _, _| {
+        Some(Plan::Spop {
+            with_count: h.args.len() > 1,
+        })
+    }),
+];
+
+const fn rule(
+    commands: &'static [&'static [u8]],
+    events: &'static [&'static [u8]],
+    key: KeyAt,
+    build: fn(&Hint, &[u8], &[u8]) -> Option<Plan>,
+) -> Rule {
+    Rule {
+        commands,
+        events,
+        key,
+        build,
+    }
+}
+
 /// The plan for `event` on `key`, if the hint proves which fields changed.
 pub fn plan(hint: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
-    let a = &hint.args;
-    let first_key_is = |k: &[u8]| a.first().map(|x| x.as_slice()) == Some(k);
-    match (hint.command, event) {
-        (b"set" | b"setnx" | b"getset", b"set") if first_key_is(key) => Some(Plan::StringValue {
-            value: a.get(1)?.clone(),
-            keep_ttl: hint.command == b"set" && a.iter().skip(2).any(|w| eq_ci(w, "keepttl")),
-        }),
-        (b"setex" | b"psetex", b"set") if first_key_is(key) => Some(Plan::StringValue {
-            value: a.get(2)?.clone(),
+    let rule = RULES
+        .iter()
+        .find(|r| r.commands.contains(&hint.command) && r.events.contains(&event))?;
+    let at = |i: usize| hint.args.get(i).map(|x| x.as_slice()) == Some(key);
+    let key_fits = match rule.key {
+        KeyAt::First => at(0),
+        KeyAt::Second => at(1),
+        KeyAt::Checked => true,
+    };
+    if !key_fits {
+        return None;
+    }
+    (rule.build)(hint, event, key)
+}
+
+// ----- the builders the table names -----
+
+fn set_value(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    Some(Plan::StringValue {
+        value: h.args.get(1)?.clone(),
+        keep_ttl: h.command == b"set" && h.args.iter().skip(2).any(|w| eq_ci(w, "keepttl")),
+    })
+}
+
+fn setex_value(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    Some(Plan::StringValue {
+        value: h.args.get(2)?.clone(),
+        keep_ttl: false,
+    })
+}
+
+fn mset_value(h: &Hint, _: &[u8], key: &[u8]) -> Option<Plan> {
+    let a = &h.args;
+    if a.is_empty() || !a.len().is_multiple_of(2) {
+        return None;
+    }
+    // The last pair for the key wins, as it does in the server.
+    a.chunks(2)
+        .rfind(|p| p[0] == key)
+        .map(|p| Plan::StringValue {
+            value: p[1].clone(),
             keep_ttl: false,
+        })
+}
+
+fn incr_by(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    let by = match h.command {
+        b"incr" => 1,
+        b"decr" => -1,
+        b"incrby" => parse_i64(h.args.get(1)?)?,
+        _ => parse_i64(h.args.get(1)?)?.checked_neg()?,
+    };
+    Some(Plan::IncrBy(by))
+}
+
+fn incr_by_float(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    Some(Plan::IncrByFloat(h.args.get(1)?.clone()))
+}
+
+fn hash_fields(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    let rest = h.args.get(1..)?;
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        return None;
+    }
+    Some(Plan::HashFields(
+        rest.chunks(2).map(|p| p[0].clone()).collect(),
+    ))
+}
+
+fn one_hash_field(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    Some(Plan::HashFields(vec![h.args.get(1)?.clone()]))
+}
+
+fn zpop(h: &Hint, event: &[u8], _: &[u8]) -> Option<Plan> {
+    let max = event == b"zpopmax";
+    if (h.command == b"zpopmax") != max {
+        return None;
+    }
+    let count = match h.args.get(1) {
+        None => 1,
+        Some(n) => parse_u64(n)?,
+    };
+    Some(Plan::ZsetPop { max, count })
+}
+
+fn bzpop(h: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
+    let max = event == b"zpopmax";
+    if (h.command == b"bzpopmax") != max {
+        return None;
+    }
+    let keys = h.args.get(..h.args.len().checked_sub(1)?)?;
+    keys.iter()
+        .any(|k| k == key)
+        .then_some(Plan::ZsetPop { max, count: 1 })
+}
+
+fn zmpop(h: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
+    let args = if h.command == b"bzmpop" {
+        h.args.get(1..)?
+    } else {
+        &h.args
+    };
+    let (keys, rest) = numkeys_split(args)?;
+    let (dir, rest) = rest.split_first()?;
+    let max = event == b"zpopmax";
+    let dir_max = if eq_ci(dir, "max") {
+        true
+    } else if eq_ci(dir, "min") {
+        false
+    } else {
+        return None;
+    };
+    if dir_max != max || !keys.iter().any(|k| k == key) {
+        return None;
+    }
+    Some(Plan::ZsetPop {
+        max,
+        count: count_option(rest)?,
+    })
+}
+
+fn push(h: &Hint, event: &[u8], _: &[u8]) -> Option<Plan> {
+    Some(Plan::ListPush {
+        end: event_end(event)?,
+        elements: h.args.get(1..)?.to_vec(),
+    })
+}
+
+fn pop(h: &Hint, event: &[u8], _: &[u8]) -> Option<Plan> {
+    let count = match h.args.get(1) {
+        None => 1,
+        Some(n) => parse_u64(n)?,
+    };
+    Some(Plan::ListPop {
+        end: event_end(event)?,
+        count,
+    })
+}
+
+fn blocking_pop(h: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
+    let keys = h.args.get(..h.args.len().checked_sub(1)?)?;
+    keys.iter().any(|k| k == key).then_some(Plan::ListPop {
+        end: event_end(event)?,
+        count: 1,
+    })
+}
+
+fn lmpop(h: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
+    let args = if h.command == b"blmpop" {
+        h.args.get(1..)?
+    } else {
+        &h.args
+    };
+    let (keys, rest) = numkeys_split(args)?;
+    let (dir, rest) = rest.split_first()?;
+    let end = end_of(dir)?;
+    if Some(end) != event_end(event) || !keys.iter().any(|k| k == key) {
+        return None;
+    }
+    Some(Plan::ListPop {
+        end,
+        count: count_option(rest)?,
+    })
+}
+
+fn lmove(h: &Hint, event: &[u8], key: &[u8]) -> Option<Plan> {
+    let a = &h.args;
+    let (src, dst) = (a.first()?, a.get(1)?);
+    let (from, to) = match h.command {
+        b"lmove" | b"blmove" => (end_of(a.get(2)?)?, end_of(a.get(3)?)?),
+        _ => (End::Tail, End::Head),
+    };
+    match event {
+        b"lpop" | b"rpop" if src == key && event_end(event) == Some(from) => Some(Plan::ListPop {
+            end: from,
+            count: 1,
         }),
-        (b"mset" | b"msetnx", b"set") => {
-            if a.is_empty() || !a.len().is_multiple_of(2) {
-                return None;
-            }
-            // The last pair for the key wins, as it does in the server.
-            a.chunks(2)
-                .rfind(|p| p[0] == key)
-                .map(|p| Plan::StringValue {
-                    value: p[1].clone(),
-                    keep_ttl: false,
-                })
+        b"lpush" | b"rpush" if dst == key && event_end(event) == Some(to) => {
+            Some(Plan::ListPushFromState { end: to })
         }
-        (b"incr" | b"decr" | b"incrby" | b"decrby", b"incrby") if first_key_is(key) => {
-            let by = match hint.command {
-                b"incr" => 1,
-                b"decr" => -1,
-                b"incrby" => parse_i64(a.get(1)?)?,
-                _ => parse_i64(a.get(1)?)?.checked_neg()?,
-            };
-            Some(Plan::IncrBy(by))
-        }
-        (b"incrbyfloat", b"incrbyfloat") if first_key_is(key) => {
-            Some(Plan::IncrByFloat(a.get(1)?.clone()))
-        }
-        (b"hset" | b"hmset", b"hset") if first_key_is(key) => {
-            let rest = a.get(1..)?;
-            if rest.is_empty() || !rest.len().is_multiple_of(2) {
-                return None;
-            }
-            Some(Plan::HashFields(
-                rest.chunks(2).map(|p| p[0].clone()).collect(),
-            ))
-        }
-        (b"hsetnx", b"hset") | (b"hincrby", b"hincrby") | (b"hincrbyfloat", b"hincrbyfloat")
-            if first_key_is(key) =>
-        {
-            Some(Plan::HashFields(vec![a.get(1)?.clone()]))
-        }
-        (b"hdel", b"hdel") if first_key_is(key) => Some(Plan::HashDel(a.get(1..)?.to_vec())),
-        (b"sadd", b"sadd") if first_key_is(key) => Some(Plan::SetAdd(a.get(1..)?.to_vec())),
-        (b"srem", b"srem") if first_key_is(key) => Some(Plan::SetRem(a.get(1..)?.to_vec())),
-        (b"smove", b"srem") if first_key_is(key) => Some(Plan::SetRem(vec![a.get(2)?.clone()])),
-        (b"smove", b"sadd") if a.get(1).map(|x| x.as_slice()) == Some(key) => {
-            Some(Plan::SetAdd(vec![a.get(2)?.clone()]))
-        }
-        (b"zadd", b"zadd" | b"zincr") if first_key_is(key) => {
-            zadd_members(a.get(1..)?).map(Plan::ZsetMembers)
-        }
-        (b"zincrby", b"zincr") if first_key_is(key) => {
-            Some(Plan::ZsetMembers(vec![a.get(2)?.clone()]))
-        }
-        (b"geoadd", b"zadd") if first_key_is(key) => {
-            geoadd_members(a.get(1..)?).map(Plan::ZsetMembers)
-        }
-        (b"zrem", b"zrem") if first_key_is(key) => Some(Plan::ZsetRem(a.get(1..)?.to_vec())),
-        (b"zpopmin" | b"zpopmax", b"zpopmin" | b"zpopmax") if first_key_is(key) => {
-            let max = event == b"zpopmax";
-            if (hint.command == b"zpopmax") != max {
-                return None;
-            }
-            let count = match a.get(1) {
-                None => 1,
-                Some(n) => parse_u64(n)?,
-            };
-            Some(Plan::ZsetPop { max, count })
-        }
-        (b"bzpopmin" | b"bzpopmax", b"zpopmin" | b"zpopmax") => {
-            let max = event == b"zpopmax";
-            if (hint.command == b"bzpopmax") != max {
-                return None;
-            }
-            let keys = a.get(..a.len().checked_sub(1)?)?;
-            keys.iter()
-                .any(|k| k == key)
-                .then_some(Plan::ZsetPop { max, count: 1 })
-        }
-        (b"zmpop" | b"bzmpop", b"zpopmin" | b"zpopmax") => {
-            let args = if hint.command == b"bzmpop" {
-                a.get(1..)?
-            } else {
-                a
-            };
-            let (keys, rest) = numkeys_split(args)?;
-            let (dir, rest) = rest.split_first()?;
-            let max = event == b"zpopmax";
-            let dir_max = if eq_ci(dir, "max") {
-                true
-            } else if eq_ci(dir, "min") {
-                false
-            } else {
-                return None;
-            };
-            if dir_max != max || !keys.iter().any(|k| k == key) {
-                return None;
-            }
-            Some(Plan::ZsetPop {
-                max,
-                count: count_option(rest)?,
-            })
-        }
-        (b"lpush" | b"lpushx", b"lpush") | (b"rpush" | b"rpushx", b"rpush")
-            if first_key_is(key) =>
-        {
-            Some(Plan::ListPush {
-                end: event_end(event)?,
-                elements: a.get(1..)?.to_vec(),
-            })
-        }
-        (b"lpop", b"lpop") | (b"rpop", b"rpop") if first_key_is(key) => {
-            let count = match a.get(1) {
-                None => 1,
-                Some(n) => parse_u64(n)?,
-            };
-            Some(Plan::ListPop {
-                end: event_end(event)?,
-                count,
-            })
-        }
-        (b"blpop", b"lpop") | (b"brpop", b"rpop") => {
-            let keys = a.get(..a.len().checked_sub(1)?)?;
-            keys.iter().any(|k| k == key).then_some(Plan::ListPop {
-                end: event_end(event)?,
-                count: 1,
-            })
-        }
-        (b"lmpop" | b"blmpop", b"lpop" | b"rpop") => {
-            let args = if hint.command == b"blmpop" {
-                a.get(1..)?
-            } else {
-                a
-            };
-            let (keys, rest) = numkeys_split(args)?;
-            let (dir, rest) = rest.split_first()?;
-            let end = end_of(dir)?;
-            if Some(end) != event_end(event) || !keys.iter().any(|k| k == key) {
-                return None;
-            }
-            Some(Plan::ListPop {
-                end,
-                count: count_option(rest)?,
-            })
-        }
-        (b"lmove" | b"blmove" | b"rpoplpush" | b"brpoplpush", _) => {
-            let (src, dst) = (a.first()?, a.get(1)?);
-            let (from, to) = match hint.command {
-                b"lmove" | b"blmove" => (end_of(a.get(2)?)?, end_of(a.get(3)?)?),
-                _ => (End::Tail, End::Head),
-            };
-            match event {
-                b"lpop" | b"rpop" if src == key && event_end(event) == Some(from) => {
-                    Some(Plan::ListPop {
-                        end: from,
-                        count: 1,
-                    })
-                }
-                b"lpush" | b"rpush" if dst == key && event_end(event) == Some(to) => {
-                    Some(Plan::ListPushFromState { end: to })
-                }
-                _ => None,
-            }
-        }
-        (b"ltrim", b"ltrim") if first_key_is(key) => Some(Plan::ListTrim {
-            start: parse_i64(a.get(1)?)?,
-            stop: parse_i64(a.get(2)?)?,
-        }),
-        (b"lset", b"lset") if first_key_is(key) => Some(Plan::ListSet {
-            index: parse_i64(a.get(1)?)?,
-            element: a.get(2)?.clone(),
-        }),
-        (b"linsert", b"linsert") if first_key_is(key) => {
-            let after = if eq_ci(a.get(1)?, "after") {
-                true
-            } else if eq_ci(a.get(1)?, "before") {
-                false
-            } else {
-                return None;
-            };
-            Some(Plan::ListInsert {
-                after,
-                pivot: a.get(2)?.clone(),
-                element: a.get(3)?.clone(),
-            })
-        }
-        (b"lrem", b"lrem") if first_key_is(key) => Some(Plan::ListRem {
-            count: parse_i64(a.get(1)?)?,
-            element: a.get(2)?.clone(),
-        }),
-        (b"append", b"append") if first_key_is(key) && a.len() == 2 => {
-            Some(Plan::Append(a[1].clone()))
-        }
-        (b"setrange", b"setrange") if first_key_is(key) && a.len() == 3 => Some(Plan::SetRange {
-            offset: parse_u64(&a[1])?,
-            bytes: a[2].clone(),
-        }),
-        (b"setbit", b"setbit") if first_key_is(key) && a.len() == 3 => {
-            Some(Plan::StringBytes(vec![(parse_u64(&a[1])? / 8, 1)]))
-        }
-        (b"bitfield", b"setbit") if first_key_is(key) => {
-            bitfield_writes(&a[1..]).map(Plan::StringBytes)
-        }
-        (b"zremrangebyrank", b"zremrangebyrank") if first_key_is(key) && a.len() == 3 => {
-            Some(Plan::ZsetRemRange(ZRange::Rank {
-                start: parse_i64(&a[1])?,
-                stop: parse_i64(&a[2])?,
-            }))
-        }
-        (b"zremrangebyscore", b"zremrangebyscore") if first_key_is(key) && a.len() == 3 => {
-            Some(Plan::ZsetRemRange(ZRange::Score {
-                min: score_bound(&a[1])?,
-                max: score_bound(&a[2])?,
-            }))
-        }
-        (b"zremrangebylex", b"zremrangebylex") if first_key_is(key) && a.len() == 3 => {
-            Some(Plan::ZsetRemRange(ZRange::Lex {
-                min: lex_bound(&a[1])?,
-                max: lex_bound(&a[2])?,
-            }))
-        }
-        (b"sunionstore", b"sunionstore")
-        | (b"sinterstore", b"sinterstore")
-        | (b"sdiffstore", b"sdiffstore")
-            if first_key_is(key) && a.len() >= 2 =>
-        {
-            let op = match hint.command {
-                b"sunionstore" => SetOp::Union,
-                b"sinterstore" => SetOp::Inter,
-                _ => SetOp::Diff,
-            };
-            Some(Plan::SetStore {
-                op,
-                sources: a[1..].to_vec(),
-            })
-        }
-        // With `DB n` the source is in the client's db, which a notification cannot know.
-        (b"copy", b"copy_to") if a.get(1).map(|x| x.as_slice()) == Some(key) => {
-            let rest = &a[2..];
-            if rest.iter().any(|w| eq_ci(w, "db")) || !rest.iter().all(|w| eq_ci(w, "replace")) {
-                return None;
-            }
-            Some(Plan::CopyFrom(a[0].clone()))
-        }
-        (b"spop", b"spop") if first_key_is(key) => Some(Plan::Spop {
-            with_count: a.len() > 1,
-        }),
         _ => None,
     }
+}
+
+fn linsert(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    let a = &h.args;
+    let after = if eq_ci(a.get(1)?, "after") {
+        true
+    } else if eq_ci(a.get(1)?, "before") {
+        false
+    } else {
+        return None;
+    };
+    Some(Plan::ListInsert {
+        after,
+        pivot: a.get(2)?.clone(),
+        element: a.get(3)?.clone(),
+    })
+}
+
+fn set_store(h: &Hint, op: SetOp) -> Option<Plan> {
+    let sources = h.args.get(1..).filter(|s| !s.is_empty())?.to_vec();
+    Some(Plan::SetStore { op, sources })
+}
+
+/// COPY within the db: with `DB n` the source is in the client's db, which a
+/// notification cannot know.
+fn copy(h: &Hint, _: &[u8], _: &[u8]) -> Option<Plan> {
+    let rest = h.args.get(2..)?;
+    if !rest.iter().all(|w| eq_ci(w, "replace")) {
+        return None;
+    }
+    Some(Plan::CopyFrom(h.args.first()?.clone()))
 }
 
 /// The byte ranges BITFIELD's SET and INCRBY subcommands write (after the key), or
