@@ -23,6 +23,8 @@ pub struct MappedFile {
     /// Emulate mode: a flush happened since the last fence, so the next fence pays the
     /// modelled NVM write latency.
     flushed_since_fence: AtomicBool,
+    /// Emulate mode: the modelled latency per fence, in ns (changeable at run time).
+    delay_ns: AtomicU64,
     path: PathBuf,
 }
 
@@ -123,6 +125,7 @@ impl MappedFile {
                 writable: true,
                 page_size: page_size(),
                 flushed_since_fence: AtomicBool::new(false),
+                delay_ns: AtomicU64::new(emulate_delay_ns),
                 path: path.to_path_buf(),
             },
             reason,
@@ -148,6 +151,7 @@ impl MappedFile {
             writable: false,
             page_size: page_size(),
             flushed_since_fence: AtomicBool::new(false),
+            delay_ns: AtomicU64::new(0),
             path: path.to_path_buf(),
         })
     }
@@ -282,7 +286,21 @@ impl Media for MappedFile {
     }
 
     fn mode(&self) -> MediaMode {
-        self.mode
+        match self.mode {
+            MediaMode::Emulate { flush, .. } => MediaMode::Emulate {
+                flush,
+                delay_ns: self.delay_ns.load(Ordering::Relaxed),
+            },
+            other => other,
+        }
+    }
+
+    fn set_emulated_delay_ns(&self, ns: u64) -> bool {
+        if !matches!(self.mode, MediaMode::Emulate { .. }) {
+            return false;
+        }
+        self.delay_ns.store(ns, Ordering::Relaxed);
+        true
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
@@ -414,8 +432,9 @@ impl Media for MappedFile {
                 sfence();
                 Ok(())
             }
-            MediaMode::Emulate { delay_ns, .. } => {
+            MediaMode::Emulate { .. } => {
                 sfence();
+                let delay_ns = self.delay_ns.load(Ordering::Relaxed);
                 if delay_ns > 0 && self.flushed_since_fence.swap(false, Ordering::Relaxed) {
                     spin_for(Duration::from_nanos(delay_ns));
                 }

@@ -211,6 +211,12 @@ pub trait Media: Send + Sync {
     /// Orders all earlier flushes: after it returns they are durable.
     fn fence(&self) -> Result<(), MediaError>;
 
+    /// Emulation mode only: changes the busy-wait modelled per fence (`nvm.emulate-flush-
+    /// delay-ns`, settable at run time). False where there is nothing to change.
+    fn set_emulated_delay_ns(&self, _ns: u64) -> bool {
+        false
+    }
+
     /// Writes `data` so that it is durable after the next `fence`: the same contract as
     /// `write` + `flush`. On persistent memory this uses non-temporal stores, which skip
     /// the read-for-ownership and the later write-back of each line (as PMDK's

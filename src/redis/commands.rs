@@ -46,7 +46,7 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         ("pool_uuid", info.uuid.clone()),
         ("pool_size", info.size.to_string()),
         ("pool_created_now", u8::from(info.created).to_string()),
-        ("mode", info.mode.to_string()),
+        ("mode", m.pool.media().mode().to_string()),
         ("mode_reason", info.mode_reason.clone()),
         ("durability", m.settings.durability.as_str().to_string()),
         ("unsynced_bytes", log.unsynced_bytes().to_string()),
@@ -153,7 +153,40 @@ pub fn info_section(ictx: InfoCtx) {
 
 /// Re-reads and decodes the live log, walks the key space verifying every checksum, and
 /// with `DATASET` compares key space + log tail with what the server holds.
+/// ACL categories of the module's commands, where the server lets a module set them
+/// (Redis 7.4+, Valkey 8). Elsewhere (Redis 7.0, whose module commands have no category
+/// but `@all`) the commands that need power check that the caller could run a native
+/// command of the same categories: NVM.REPAIR as DEBUG (admin, dangerous), NVM.CHECK as
+/// KEYS (slow, dangerous).
+pub const ACL_CATEGORIES: &[(&str, &str)] = &[
+    ("nvm.info", "fast"),
+    ("nvm.help", "fast"),
+    ("nvm.check", "slow dangerous"),
+    ("nvm.repair", "admin dangerous write"),
+];
+
+/// True once the server took `ACL_CATEGORIES` itself.
+pub static ACL_BY_SERVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the caller may run `command`, which is as powerful as `native`: always where
+/// the server checks categories; else by `native`'s permissions (a denial replies like
+/// the server's own and is in ACL LOG).
+fn permitted(ctx: Ctx, command: &str, native: &[&[u8]]) -> bool {
+    if ACL_BY_SERVER.load(std::sync::atomic::Ordering::Relaxed)
+        || ctx.caller_may_run(native, command)
+    {
+        return true;
+    }
+    ctx.reply_error(&format!(
+        "NOPERM this user has no permissions to run the '{command}' command"
+    ));
+    false
+}
+
 pub fn nvm_check(ctx: Ctx, args: &[Vec<u8>]) {
+    if !permitted(ctx, "nvm.check", &[b"KEYS", b"*"]) {
+        return;
+    }
     let dataset = args
         .first()
         .is_some_and(|a| a.eq_ignore_ascii_case(b"dataset"));
@@ -316,6 +349,9 @@ fn check_log() -> Option<Vec<String>> {
 }
 
 pub fn nvm_repair(ctx: Ctx, args: &[Vec<u8>]) {
+    if !permitted(ctx, "nvm.repair", &[b"DEBUG", b"HELP"]) {
+        return;
+    }
     let force = match args {
         [] => false,
         [f] if f.eq_ignore_ascii_case(b"FORCE") => true,

@@ -144,6 +144,27 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Whether the server, once running, may go from `self` to `wanted`: durability and
+    /// the emulated flush delay change at once; the pool's path, size, log size and mode
+    /// are fixed while it is open, so only their current value is accepted.
+    pub fn change_at_run_time(&self, wanted: &Settings) -> Result<(), String> {
+        let fixed = [
+            ("path", self.path != wanted.path),
+            ("size", self.size != wanted.size),
+            ("log-size", self.log_size != wanted.log_size),
+            ("mode", self.mode != wanted.mode),
+        ];
+        match fixed.iter().find(|(_, changed)| *changed) {
+            Some((name, _)) => Err(format!(
+                "nvm.{name} cannot change while the server runs (it is read when the pool is \
+                 opened): set it in the configuration and restart"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Parses a pool size (see `parse_bytes`), at least 1mb.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let size = parse_bytes(text)?;
@@ -213,6 +234,21 @@ mod tests {
         assert_eq!(s.emulate_flush_delay_ns, 300);
         assert_eq!(parse("").unwrap(), Settings::default());
         assert_eq!(parse("nvm.size 2mb").unwrap().size, 2 << 20);
+    }
+
+    #[test]
+    fn only_durability_and_the_delay_change_at_run_time() {
+        let now = parse("size 8gb").unwrap();
+        let mut same = now.clone();
+        same.set("size", "8589934592").unwrap();
+        assert_eq!(now.change_at_run_time(&same), Ok(()));
+        same.set("durability", "everysec").unwrap();
+        same.set("emulate-flush-delay-ns", "300").unwrap();
+        assert_eq!(now.change_at_run_time(&same), Ok(()));
+        let mut bigger = now.clone();
+        bigger.set("size", "16gb").unwrap();
+        let err = now.change_at_run_time(&bigger).unwrap_err();
+        assert!(err.contains("nvm.size") && err.contains("restart"), "{err}");
     }
 
     #[test]

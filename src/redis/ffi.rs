@@ -946,6 +946,80 @@ pub fn create_command(ctx: Ctx, name: &str, f: CommandFn, flags: &str) -> bool {
     }
 }
 
+/// Gives a module command ACL categories (`"admin dangerous"`): `None` where the server
+/// cannot (Redis 7.0; Redis 7.4+ and Valkey 8 can), `Some(ok)` otherwise.
+pub fn set_command_acl_categories(ctx: Ctx, name: &str, categories: &str) -> Option<bool> {
+    let (get, set) = (
+        api!(RedisModule_GetCommand)?,
+        api!(RedisModule_SetCommandACLCategories)?,
+    );
+    let (name, categories) = (CString::new(name).ok()?, CString::new(categories).ok()?);
+    // SAFETY: live OnLoad ctx; the command was created by this module.
+    let cmd = unsafe { get(ctx.0, name.as_ptr()) };
+    if cmd.is_null() {
+        return Some(false);
+    }
+    // SAFETY: a live command handle; the server copies the string.
+    Some(unsafe { set(cmd, categories.as_ptr()) } == raw::REDISMODULE_OK as c_int)
+}
+
+impl Ctx {
+    /// Whether the calling client's ACL user may run `argv` (a native command that stands
+    /// for a module command's power). When it may not, the denial goes to the ACL log
+    /// under `as_command`'s name, as the server logs its own denials. True when the server
+    /// cannot tell.
+    pub fn caller_may_run(self, argv: &[&[u8]], as_command: &str) -> bool {
+        let (Some(name_of), Some(user_of), Some(check), Some(free_user), Some(free)) = (
+            api!(RedisModule_GetCurrentUserName),
+            api!(RedisModule_GetModuleUserFromUserName),
+            api!(RedisModule_ACLCheckCommandPermissions),
+            api!(RedisModule_FreeModuleUser),
+            api!(RedisModule_FreeString),
+        ) else {
+            return true;
+        };
+        // SAFETY: live command ctx; the name string is ours and freed below.
+        let name = unsafe { name_of(self.0) };
+        if name.is_null() {
+            return true;
+        }
+        // SAFETY: a live user name; the user handle is freed below.
+        let user = unsafe { user_of(name) };
+        // SAFETY: the name string came from GetCurrentUserName, freed once.
+        unsafe { free(self.0, name) };
+        if user.is_null() {
+            return true;
+        }
+        let owned: Vec<OwnedString> = argv
+            .iter()
+            .filter_map(|a| OwnedString::new(self, a))
+            .collect();
+        let mut ptrs: Vec<*mut RedisModuleString> = owned.iter().map(|s| s.ptr).collect();
+        // SAFETY: a live user and `ptrs.len()` live argument strings.
+        let allowed = unsafe { check(user, ptrs.as_mut_ptr(), ptrs.len() as c_int) }
+            == raw::REDISMODULE_OK as c_int;
+        if !allowed {
+            if let (Some(log_entry), Some(object)) = (
+                api!(RedisModule_ACLAddLogEntry),
+                OwnedString::new(self, as_command.as_bytes()),
+            ) {
+                // SAFETY: live ctx, user and object string.
+                unsafe {
+                    log_entry(
+                        self.0,
+                        user,
+                        object.ptr,
+                        raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD,
+                    )
+                };
+            }
+        }
+        // SAFETY: the user handle came from GetModuleUserFromUserName, freed once.
+        unsafe { free_user(user) };
+        allowed
+    }
+}
+
 pub type NotifyFn = unsafe extern "C" fn(
     *mut RedisModuleCtx,
     c_int,

@@ -235,6 +235,12 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SHUTDOWN, on_server_event)
         && ffi::register_info(ctx, on_info);
+    if registered {
+        let by_server = commands::ACL_CATEGORIES.iter().all(|(name, categories)| {
+            ffi::set_command_acl_categories(ctx, name, categories) == Some(true)
+        });
+        commands::ACL_BY_SERVER.store(by_server, Ordering::SeqCst);
+    }
     if !registered {
         ctx.log("warning", "redis-nvm: this server lacks a module API the module needs (commands, filters, events)");
         *MODULE.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -246,33 +252,36 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
 // ---- configs -------------------------------------------------------------------------
 
 fn register_configs(ctx: Ctx, s: &Settings) -> bool {
-    let immutable = raw::REDISMODULE_CONFIG_IMMUTABLE;
+    // Registered mutable so that CONFIG SET of the current value succeeds, as for the
+    // server's own configs; the setter refuses a different value of what cannot change
+    // while the server runs (`Settings::change_at_run_time`).
+    let fixed = raw::REDISMODULE_CONFIG_DEFAULT;
     ffi::register_string_config(
         ctx,
         "path",
         &s.path.display().to_string(),
-        immutable,
+        fixed,
         get_string,
         set_string,
     ) && ffi::register_string_config(
         ctx,
         "mode",
         &s.mode.to_string(),
-        immutable,
+        fixed,
         get_string,
         set_string,
     ) && ffi::register_string_config(
         ctx,
         "durability",
         s.durability.as_str(),
-        immutable,
+        fixed,
         get_string,
         set_string,
     ) && ffi::register_numeric_config(
         ctx,
         "size",
         i64::try_from(s.size).unwrap_or(i64::MAX),
-        immutable | raw::REDISMODULE_CONFIG_MEMORY,
+        fixed | raw::REDISMODULE_CONFIG_MEMORY,
         config::MIN_SIZE as i64,
         i64::MAX,
         get_numeric,
@@ -281,7 +290,7 @@ fn register_configs(ctx: Ctx, s: &Settings) -> bool {
         ctx,
         "log-size",
         i64::try_from(s.log_size).unwrap_or(i64::MAX),
-        immutable | raw::REDISMODULE_CONFIG_MEMORY,
+        fixed | raw::REDISMODULE_CONFIG_MEMORY,
         config::MIN_LOG_SIZE as i64,
         i64::MAX,
         get_numeric,
@@ -290,7 +299,7 @@ fn register_configs(ctx: Ctx, s: &Settings) -> bool {
         ctx,
         "emulate-flush-delay-ns",
         s.emulate_flush_delay_ns as i64,
-        immutable,
+        fixed,
         0,
         1_000_000,
         get_numeric,
@@ -330,8 +339,7 @@ unsafe extern "C" fn set_string(
 ) -> c_int {
     guarded(None, "config set", ERR, || {
         let value = String::from_utf8_lossy(ffi::string_bytes(val)).into_owned();
-        let mut s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
-        match s.set(&config_name(name), &value) {
+        match set_config(&config_name(name), &value) {
             Ok(()) => OK,
             Err(e) => {
                 ffi::set_config_error(err, &e);
@@ -360,8 +368,7 @@ unsafe extern "C" fn set_numeric(
     err: *mut *mut RedisModuleString,
 ) -> c_int {
     guarded(None, "config set", ERR, || {
-        let mut s = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
-        match s.set(&config_name(name), &val.to_string()) {
+        match set_config(&config_name(name), &val.to_string()) {
             Ok(()) => OK,
             Err(e) => {
                 ffi::set_config_error(err, &e);
@@ -369,6 +376,38 @@ unsafe extern "C" fn set_numeric(
             }
         }
     })
+}
+
+/// A config's new value: while loading, whatever the server's configuration says; once
+/// running, what can change changes at once (durability, the emulated flush delay), and
+/// the rest accepts only its current value.
+fn set_config(name: &str, value: &str) -> Result<(), String> {
+    let loaded = with_module(|_| ()).is_some();
+    let mut settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
+    if !loaded {
+        return settings.set(name, value);
+    }
+    let mut wanted = settings.clone();
+    wanted.set(name, value)?;
+    settings.change_at_run_time(&wanted)?;
+    if wanted.durability != settings.durability {
+        // Deferred records become durable before writes stop being deferred.
+        with_module(|m| {
+            m.sync_if_due(true);
+            m.settings.durability = wanted.durability;
+        });
+        EVERYSEC.store(wanted.durability == Durability::Everysec, Ordering::SeqCst);
+    }
+    if wanted.emulate_flush_delay_ns != settings.emulate_flush_delay_ns {
+        with_module(|m| {
+            m.pool
+                .media()
+                .set_emulated_delay_ns(wanted.emulate_flush_delay_ns);
+            m.settings.emulate_flush_delay_ns = wanted.emulate_flush_delay_ns;
+        });
+    }
+    *settings = wanted;
+    Ok(())
 }
 
 // ---- commands ------------------------------------------------------------------------
