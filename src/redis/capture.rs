@@ -344,6 +344,17 @@ fn field_effects(ctx: Ctx, key: &[u8], plan: Plan) -> Option<Vec<Effect>> {
         },
         Plan::CopyFrom(from) => Effect::Copy { from, to: key_vec },
         Plan::Spop { .. } => return None,
+        Plan::Restore(payload) => {
+            // A restored string is taken from the payload: reading it in place would turn
+            // an int- or embstr-encoded value into a new raw object (see rdb_string).
+            let value = super::rdb_string::restored_string(&payload)?;
+            let expire = string_key()?.abs_expire();
+            Effect::Put {
+                key: key_vec,
+                value: Value::String(value),
+                expire_at_ms: if expire >= 0 { expire } else { NO_EXPIRE },
+            }
+        }
     }])
 }
 

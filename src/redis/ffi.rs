@@ -159,11 +159,16 @@ impl Ctx {
         }
     }
 
-    /// Opens `key` for reading; `None` when it does not exist.
+    /// Opens `key` to read it without a trace: in write mode, which the server counts in
+    /// neither keyspace_hits nor keyspace_misses and which fires no `keymiss` (a read-mode
+    /// open does both, on Redis 7.0), with NOTOUCH (LRU/LFU stay as they are); closing it
+    /// signals nothing (`init_module` sets NO_IMPLICIT_SIGNAL_MODIFIED). `None` when the key
+    /// does not exist.
     pub fn open_read(self, key: &[u8]) -> Option<Key> {
         let name = OwnedString::new(self, key)?;
         let open = api!(RedisModule_OpenKey)?;
-        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH)
+            as c_int;
         // SAFETY: ctx and the key name are live; the handle is closed by Key's Drop.
         let handle = unsafe { open(self.0, name.ptr, mode) };
         if handle.is_null() {
@@ -914,14 +919,26 @@ pub fn log_line(level: &str, msg: &str) {
 
 pub fn init_module(ctx: Ctx, name: &CStr, version: c_int) -> bool {
     // SAFETY: called once from OnLoad with the server's context; fills the API pointers.
-    unsafe {
+    let ok = unsafe {
         raw::Export_RedisModule_Init(
             ctx.0,
             name.as_ptr(),
             version,
             raw::REDISMODULE_APIVER_1 as c_int,
         ) == raw::REDISMODULE_OK as c_int
+    };
+    if let (true, Some(set_options)) = (ok, api!(RedisModule_SetModuleOptions)) {
+        // The module's own key opens (reads of what a command changed, the restore at
+        // start-up) must not look like modifications to WATCH or client tracking.
+        // SAFETY: live OnLoad ctx.
+        unsafe {
+            set_options(
+                ctx.0,
+                raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
+            )
+        };
     }
+    ok
 }
 
 pub fn server_version() -> Option<(u32, u32, u32)> {

@@ -91,6 +91,7 @@ const HINTED: &[&[u8]] = &[
     b"sdiffstore",
     b"copy",
     b"spop",
+    b"restore",
 ];
 
 /// The longest hinted command name.
@@ -216,6 +217,8 @@ pub enum Plan {
     },
     /// COPY from this key of the same db.
     CopyFrom(Vec<u8>),
+    /// RESTORE with this payload (a string's value is taken from it, not read).
+    Restore(Vec<u8>),
     /// SPOP: without a count the member is already gone when the event fires (log the
     /// set now); with one, Redis notifies before removing (log it at the iteration's end).
     Spop {
@@ -490,6 +493,9 @@ const RULES: &[Rule] = &[
         |h, _, _| set_store(h, SetOp::Diff),
     ),
     rule(&[b"copy"], &[b"copy_to"], KeyAt::Second, copy),
+    rule(&[b"restore"], &[b"restore"], KeyAt::First, |h, _, _| {
+        Some(Plan::Restore(h.args.get(2)?.clone()))
+    }),
     rule(&[b"spop"], &[b"spop"], KeyAt::First, |h, _, _| {
         Some(Plan::Spop {
             with_count: h.args.len() > 1,

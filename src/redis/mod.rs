@@ -16,6 +16,7 @@ pub mod config;
 mod ffi;
 pub mod hints;
 mod replayer;
+mod rdb_string;
 mod restore;
 mod startup;
 mod state;
