@@ -167,8 +167,9 @@ impl Ctx {
     pub fn open_read(self, key: &[u8]) -> Option<Key> {
         let name = OwnedString::new(self, key)?;
         let open = api!(RedisModule_OpenKey)?;
-        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH)
-            as c_int;
+        let mode = (raw::REDISMODULE_READ
+            | raw::REDISMODULE_WRITE
+            | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
         // SAFETY: ctx and the key name are live; the handle is closed by Key's Drop.
         let handle = unsafe { open(self.0, name.ptr, mode) };
         if handle.is_null() {

@@ -124,22 +124,26 @@ pub struct Hint {
     pub command: &'static [u8],
     /// argv without the command name.
     pub args: Vec<Vec<u8>>,
-    pub uses_left: u8,
+    pub uses_left: u32,
 }
 
-fn uses_of(command: &[u8]) -> u8 {
+/// How many events a command's hint explains: one per key for MSET (each key fires its
+/// own `set`), two for the moves, else one.
+fn uses_of(command: &[u8], args: &[Vec<u8>]) -> u32 {
     match command {
         b"smove" | b"lmove" | b"blmove" | b"rpoplpush" | b"brpoplpush" => 2,
+        b"mset" | b"msetnx" => u32::try_from(args.len() / 2).unwrap_or(u32::MAX),
         _ => 1,
     }
 }
 
 impl Hint {
     pub fn new(command: &'static [u8], args: Vec<Vec<u8>>) -> Hint {
+        let uses_left = uses_of(command, &args);
         Hint {
             command,
             args,
-            uses_left: uses_of(command),
+            uses_left,
         }
     }
 }
@@ -882,7 +886,6 @@ impl HintTable {
             objects: Vec::new(),
         });
         entry.hint.command = command;
-        entry.hint.uses_left = uses_of(command);
         entry.objects.clear();
         entry.objects.extend_from_slice(objects);
         let mut n = 0;
@@ -897,6 +900,7 @@ impl HintTable {
             n += 1;
         }
         entry.hint.args.truncate(n);
+        entry.hint.uses_left = uses_of(command, &entry.hint.args);
         self.current = Some(entry);
     }
 

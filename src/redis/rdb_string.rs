@@ -56,7 +56,9 @@ impl Reader<'_> {
         let first = *self.take(1)?.first()?;
         Some(match first >> 6 {
             0 => Len::Plain(usize::from(first & 0x3f)),
-            1 => Len::Plain((usize::from(first & 0x3f) << 8) | usize::from(*self.take(1)?.first()?)),
+            1 => {
+                Len::Plain((usize::from(first & 0x3f) << 8) | usize::from(*self.take(1)?.first()?))
+            }
             3 => Len::Encoded(first & 0x3f),
             _ => match first {
                 0x80 => Len::Plain(u32::from_be_bytes(self.take(4)?.try_into().ok()?) as usize),
@@ -143,9 +145,18 @@ mod tests {
 
     #[test]
     fn plain_int_and_lzf_strings() {
-        assert_eq!(restored_string(&payload(b"\x05hello")), Some(b"hello".to_vec()));
-        assert_eq!(restored_string(&payload(&[0xc0, 0xf6])), Some(b"-10".to_vec()));
-        assert_eq!(restored_string(&payload(&[0xc1, 0x39, 0x30])), Some(b"12345".to_vec()));
+        assert_eq!(
+            restored_string(&payload(b"\x05hello")),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(
+            restored_string(&payload(&[0xc0, 0xf6])),
+            Some(b"-10".to_vec())
+        );
+        assert_eq!(
+            restored_string(&payload(&[0xc1, 0x39, 0x30])),
+            Some(b"12345".to_vec())
+        );
         assert_eq!(
             restored_string(&payload(&[0xc2, 0x40, 0xe2, 0x01, 0x00])),
             Some(b"123456".to_vec())
@@ -161,9 +172,19 @@ mod tests {
     #[test]
     fn anything_else_is_none() {
         assert_eq!(restored_string(&[]), None);
-        assert_eq!(restored_string(&[4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]), None);
+        assert_eq!(
+            restored_string(&[4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
+            None
+        );
         assert_eq!(restored_string(&payload(b"\x05hel")), None, "short");
-        assert_eq!(restored_string(&payload(b"\x02hello")), None, "trailing bytes");
-        assert_eq!(restored_string(&payload(&[0xc3, 0x02, 0x05, 0x00, b'a'])), None);
+        assert_eq!(
+            restored_string(&payload(b"\x02hello")),
+            None,
+            "trailing bytes"
+        );
+        assert_eq!(
+            restored_string(&payload(&[0xc3, 0x02, 0x05, 0x00, b'a'])),
+            None
+        );
     }
 }

@@ -109,6 +109,8 @@ pub struct ServerSpec {
     pub module_args: Option<Vec<String>>,
     pub extra: Vec<String>,
     pub port: u16,
+    /// A redis.conf given before the command-line options.
+    pub config_file: Option<PathBuf>,
 }
 
 impl ServerSpec {
@@ -132,6 +134,7 @@ impl ServerSpec {
             ),
             extra: vec!["--save".into(), "".into()],
             port: free_port(),
+            config_file: None,
         }
     }
 
@@ -142,6 +145,7 @@ impl ServerSpec {
             module_args: None,
             extra: vec!["--save".into(), "".into()],
             port: free_port(),
+            config_file: None,
         }
     }
 
@@ -163,6 +167,11 @@ impl ServerSpec {
         self
     }
 
+    pub fn with_config_file(mut self, path: &Path) -> ServerSpec {
+        self.config_file = Some(path.to_path_buf());
+        self
+    }
+
     pub fn with_extra(mut self, extra: &[&str]) -> ServerSpec {
         self.extra.extend(extra.iter().map(|s| s.to_string()));
         self
@@ -175,6 +184,9 @@ impl ServerSpec {
     fn command(&self) -> Command {
         ensure_module();
         let mut cmd = Command::new(self.flavor.binary());
+        if let Some(conf) = &self.config_file {
+            cmd.arg(conf);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
