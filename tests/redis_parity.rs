@@ -376,3 +376,142 @@ fn nvm_commands_obey_acl_categories() {
         );
     }
 }
+
+fn lib(name: &str, body: &str) -> String {
+    format!("#!lua name={name}\nredis.register_function('{name}_f', function(keys, args) return '{body}' end)")
+}
+
+fn libraries(c: &mut RawConn) -> String {
+    let mut libs: Vec<String> = c
+        .cmd(&["FUNCTION", "LIST", "WITHCODE"])
+        .items()
+        .iter()
+        .map(flat_text)
+        .collect();
+    libs.sort();
+    libs.join("\n")
+}
+
+/// FUNCTION LOAD / REPLACE / DELETE / FLUSH / RESTORE survive SIGKILL, and restart brings
+/// them back before any FCALL; a replica keeps its master's libraries; the pool's
+/// libraries win over a dump.rdb once the pool holds data, and a new pool imports them.
+#[test]
+fn function_libraries_are_persisted_like_data() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("functions");
+        let server = ServerSpec::module(flavor, &dir).start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(c.cmd(&["FUNCTION", "LOAD", &lib("a", "1")]).text(), "a");
+        assert_eq!(c.cmd(&["FUNCTION", "LOAD", &lib("b", "1")]).text(), "b");
+        assert_eq!(
+            c.cmd(&["FUNCTION", "LOAD", "REPLACE", &lib("a", "2")])
+                .text(),
+            "a"
+        );
+        assert!(
+            c.cmd(&["FUNCTION", "LOAD", &lib("a", "3")]).err().is_some(),
+            "exists"
+        );
+        assert_eq!(c.cmd(&["FUNCTION", "DELETE", "b"]).text(), "OK");
+        let dump = match c.cmd(&["FUNCTION", "DUMP"]) {
+            Resp::Bulk(Some(d)) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.cmd(&["FUNCTION", "FLUSH", "ASYNC"]).text(), "OK");
+        assert_eq!(
+            c.cmd(&[b"FUNCTION".as_slice(), b"RESTORE", &dump]).text(),
+            "OK"
+        );
+        assert_eq!(c.cmd(&["FUNCTION", "LOAD", &lib("c", "1")]).text(), "c");
+        // Inside a transaction too.
+        assert_eq!(c.cmd(&["MULTI"]).text(), "OK");
+        assert_eq!(
+            c.cmd(&["FUNCTION", "LOAD", &lib("d", "1")]).text(),
+            "QUEUED"
+        );
+        assert_eq!(c.cmd(&["EXEC"]).items().len(), 1);
+        let before = libraries(&mut c);
+        assert!(before.contains("a_f") && before.contains("return '2'") && !before.contains("b_f"));
+        let (server, mut c) = {
+            let s = server.kill9().start();
+            let c = RawConn::connect(s.spec.port);
+            (s, c)
+        };
+        assert_eq!(libraries(&mut c), before, "{flavor:?}");
+        assert_eq!(c.cmd(&["FCALL", "a_f", "0"]).text(), "2");
+        assert_eq!(c.cmd(&["FUNCTION", "FLUSH"]).text(), "OK");
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(libraries(&mut c), "", "{flavor:?}: FLUSH not durable");
+        drop(server);
+
+        // A replica (module) of a stock master: full sync, then a live FUNCTION LOAD.
+        let mdir = TestDir::new("fn-master");
+        let master = ServerSpec::stock(flavor, &mdir).start();
+        let mut m = RawConn::connect(master.spec.port);
+        assert_eq!(
+            m.cmd(&["FUNCTION", "LOAD", &lib("before", "1")]).text(),
+            "before"
+        );
+        let rdir = TestDir::new("fn-replica");
+        let port = master.spec.port.to_string();
+        let replica = ServerSpec::module(flavor, &rdir)
+            .with_extra(&["--replicaof", "127.0.0.1", &port])
+            .start();
+        let mut r = RawConn::connect(replica.spec.port);
+        wait_until("the full sync", std::time::Duration::from_secs(20), || {
+            libraries(&mut r).contains("before_f")
+        });
+        assert_eq!(
+            m.cmd(&["FUNCTION", "LOAD", &lib("after", "1")]).text(),
+            "after"
+        );
+        wait_until("the live load", std::time::Duration::from_secs(20), || {
+            libraries(&mut r).contains("after_f")
+        });
+        let mut spec = replica.kill9();
+        spec.extra
+            .retain(|a| a != "--replicaof" && a != "127.0.0.1" && *a != port);
+        let replica = spec.start();
+        let mut r = RawConn::connect(replica.spec.port);
+        let libs = libraries(&mut r);
+        assert!(
+            libs.contains("before_f") && libs.contains("after_f"),
+            "{flavor:?}: {libs}"
+        );
+        drop(replica);
+
+        // A dump.rdb with libraries: a new pool imports them; then the pool wins.
+        let sdir = TestDir::new("fn-rdb");
+        let mut stock = ServerSpec::stock(flavor, &sdir);
+        stock.extra.clear();
+        let s = stock.start();
+        let mut sc = RawConn::connect(s.spec.port);
+        assert_eq!(
+            sc.cmd(&["FUNCTION", "LOAD", &lib("fromrdb", "1")]).text(),
+            "fromrdb"
+        );
+        assert_eq!(sc.cmd(&["SAVE"]).text(), "OK");
+        drop(s);
+        let mut spec = ServerSpec::module(flavor, &sdir);
+        spec.extra.clear();
+        let server = spec.start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert!(
+            libraries(&mut c).contains("fromrdb_f"),
+            "{flavor:?}: not imported"
+        );
+        assert_eq!(c.cmd(&["FUNCTION", "DELETE", "fromrdb"]).text(), "OK");
+        assert_eq!(
+            c.cmd(&["FUNCTION", "LOAD", &lib("mine", "1")]).text(),
+            "mine"
+        );
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        let libs = libraries(&mut c);
+        assert!(
+            libs.contains("mine_f") && !libs.contains("fromrdb_f"),
+            "{flavor:?}: {libs}"
+        );
+    }
+}

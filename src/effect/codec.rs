@@ -112,6 +112,7 @@ const LIST_REM: u8 = 27;
 const ZSET_REM_RANGE: u8 = 28;
 const SET_STORE: u8 = 29;
 const COPY: u8 = 30;
+const FUNCTIONS: u8 = 31;
 
 const VALUE_STRING: u8 = 0;
 const VALUE_LIST: u8 = 1;
@@ -335,6 +336,10 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
             w.bytes(to);
             COPY
         }
+        Effect::Functions { dump } => {
+            w.bytes(dump);
+            FUNCTIONS
+        }
     }
 }
 
@@ -479,6 +484,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
             from: r.bytes()?,
             to: r.bytes()?,
         },
+        FUNCTIONS => Effect::Functions { dump: r.bytes()? },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if !r.buf.is_empty() {

@@ -224,6 +224,11 @@ pub enum Effect {
         from: Vec<u8>,
         to: Vec<u8>,
     },
+    /// The server's function libraries, all of them, as its own `FUNCTION DUMP` payload
+    /// (restored with `FUNCTION RESTORE ... FLUSH`). Not about a db: the record's db is 0.
+    Functions {
+        dump: Vec<u8>,
+    },
 }
 
 /// The set operation of a `SetStore`.
@@ -264,7 +269,10 @@ impl Effect {
             | Effect::ZsetRemRange { key, .. }
             | Effect::SetStore { key, .. } => Some(key),
             Effect::Rename { from, .. } | Effect::Copy { from, .. } => Some(from),
-            Effect::FlushDb | Effect::FlushAll | Effect::SwapDb { .. } => None,
+            Effect::FlushDb
+            | Effect::FlushAll
+            | Effect::SwapDb { .. }
+            | Effect::Functions { .. } => None,
         }
     }
 
@@ -301,6 +309,7 @@ impl Effect {
             Effect::ZsetRemRange { .. } => "zset-rem-range",
             Effect::SetStore { .. } => "set-store",
             Effect::Copy { .. } => "copy",
+            Effect::Functions { .. } => "functions",
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct ApplyError(pub String);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dataset {
     pub dbs: BTreeMap<u32, BTreeMap<Vec<u8>, Entry>>,
+    /// The function libraries (the last `Functions` effect), if any was logged.
+    pub functions: Option<Vec<u8>>,
 }
 
 impl Dataset {
@@ -386,6 +388,7 @@ impl Dataset {
                 self.dbs.remove(&db);
             }
             Effect::FlushAll => self.dbs.clear(),
+            Effect::Functions { dump } => self.functions = Some(dump.clone()),
             Effect::SwapDb { other } => {
                 let a = self.dbs.remove(&db).unwrap_or_default();
                 let b = self.dbs.remove(other).unwrap_or_default();

@@ -310,6 +310,15 @@ impl KeySpace {
                     self.upsert_key(db, key, item, true)?;
                 }
             }
+            Effect::Functions { dump } => {
+                let at = self.layout.root + ROOT_FUNCTIONS;
+                let old = self.store.read_word(at)?;
+                let item = self.new_block(&encode_member(dump, &[]))?;
+                self.store.write_word(at, item)?;
+                if old != 0 {
+                    self.free_item(old)?;
+                }
+            }
             Effect::Copy { from, to } => {
                 if from == to {
                     return Ok(());

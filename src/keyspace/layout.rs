@@ -69,8 +69,10 @@ pub const ROOT_HEAP_TOP: u64 = 16;
 /// The db directory (slots of key-table pointers) and its slot count.
 pub const ROOT_DB_DIR: u64 = 24;
 pub const ROOT_DB_SLOTS: u64 = 32;
+/// The member item holding the function libraries' dump (0: none logged).
+pub const ROOT_FUNCTIONS: u64 = 40;
 /// Root words a journal entry may name.
-pub const ROOT_WORDS: u64 = 40;
+pub const ROOT_WORDS: u64 = 48;
 /// Bytes per db directory slot.
 pub const DB_SLOT: u64 = 8;
 

@@ -297,6 +297,14 @@ impl KeySpace {
         self.store.overlay_len() * 2 >= self.store.journal_capacity()
     }
 
+    /// The function libraries' dump, if one was folded.
+    pub fn functions(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.store.read_word(self.layout.root + ROOT_FUNCTIONS)? {
+            0 => Ok(None),
+            item => Ok(Some(self.item_parts(item, false)?.1)),
+        }
+    }
+
     /// Reads the stored entry of a key.
     pub fn get(&mut self, db: u32, key: &[u8]) -> Result<Option<StoredEntry>, StoreError> {
         match self.find_key(db, key)? {
@@ -322,7 +330,10 @@ impl KeySpace {
 
     /// The whole key space as a reference-model dataset (tests, tools).
     pub fn to_dataset(&self) -> Result<Dataset, StoreError> {
-        let mut ds = Dataset::default();
+        let mut ds = Dataset {
+            functions: self.functions()?,
+            ..Dataset::default()
+        };
         self.visit(|db, key, e| {
             let value = match e.value {
                 StoredValue::String(s) => ModelValue::String(s),

@@ -56,6 +56,15 @@ impl KeySpace {
         if let Some((dir, len)) = self.db_dir_block()? {
             mark(dir, size_class(len), &mut report);
         }
+        let functions = self.store.read_word(self.layout.root + ROOT_FUNCTIONS)?;
+        if functions != 0 {
+            match self.item_parts(functions, verify) {
+                Ok((h, _, _)) => {
+                    mark(functions, h.len, &mut report);
+                }
+                Err(e) => report.problems.push(problem_of(e)?),
+            }
+        }
         for (_, t) in self.dbs_with_tables()? {
             let res = self.walk_coll(t, VT_KEYS, verify, &mut report, &mut mark);
             if let Err(e) = res {

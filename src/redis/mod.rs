@@ -14,6 +14,7 @@ mod capture;
 mod commands;
 pub mod config;
 mod ffi;
+mod functions;
 pub mod hints;
 mod rdb_string;
 mod replayer;
@@ -234,6 +235,7 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_EVENTLOOP, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server_event)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_LOADING, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SHUTDOWN, on_server_event)
         && ffi::register_info(ctx, on_info);
     if registered {
@@ -477,6 +479,7 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             }
         }
         note_silent_stream_writes(&f, name);
+        functions::note_command(name, (f.len() > 1).then(|| f.arg(1)));
         let mut objects = [0usize; INDEXED_ARGS];
         let indexed = f.len().saturating_sub(1).min(INDEXED_ARGS);
         for (i, slot) in objects.iter_mut().take(indexed).enumerate() {
@@ -608,6 +611,7 @@ unsafe extern "C" fn on_server_event(
                     let databases = with_module(|m| m.databases).unwrap_or(16);
                     capture::log_deferred(ctx, databases);
                 }
+                functions::log_if_changed(ctx);
                 if EVERYSEC.load(Ordering::Relaxed) {
                     with_module(|m| m.sync_if_due(false));
                 }
@@ -632,6 +636,9 @@ unsafe extern "C" fn on_server_event(
                 };
                 with_module(|m| m.append(db, &[effect]));
             }
+        }
+        raw::REDISMODULE_EVENT_LOADING if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED => {
+            functions::note_load_ended();
         }
         raw::REDISMODULE_EVENT_SHUTDOWN => {
             with_module(|m| m.sync_if_due(true));

@@ -122,6 +122,7 @@ pub fn apply(ctx: Ctx, db: u32, effect: &Effect) -> Result<(), String> {
             call(ctx, command, &args)
         }
         Effect::Copy { from, to } => call(ctx, "COPY", &[from, to, b"REPLACE"]),
+        Effect::Functions { dump } => call(ctx, "FUNCTION", &[b"RESTORE", dump, b"FLUSH"]),
     }
 }
 

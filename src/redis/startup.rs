@@ -83,7 +83,11 @@ pub fn run(ctx: Ctx) {
         return;
     };
     let keyspace_keys = replayer::PUBLISHED.keys.load(Ordering::Relaxed);
-    let has_records = log_records > 0 || keyspace_keys > 0;
+    let stored_functions = replayer::shared().and_then(|r| {
+        let r = r.lock().unwrap_or_else(|p| p.into_inner());
+        r.keyspace().functions().ok().flatten()
+    });
+    let has_records = log_records > 0 || keyspace_keys > 0 || stored_functions.is_some();
     let databases = ctx.database_count();
     announce_policy(ctx);
     let server_keys = count_keys(ctx, databases);
@@ -105,7 +109,24 @@ pub fn run(ctx: Ctx) {
         with_module(|m| m.stats.discarded_server_keys = server_keys);
     }
 
-    let (loaded, load_errors) = load_keyspace(ctx);
+    let (loaded, mut load_errors) = load_keyspace(ctx);
+    if has_records {
+        // The pool's libraries replace whatever the server loaded from RDB/AOF.
+        let restored = match &stored_functions {
+            Some(dump) => restore::apply(ctx, 0, &Effect::Functions { dump: dump.clone() }),
+            None => match ctx.call("FUNCTION", &[b"FLUSH"]) {
+                Reply::Error(e) => Err(e),
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = restored {
+            load_errors += 1;
+            ctx.log(
+                "warning",
+                &format!("redis-nvm: restoring the function libraries: {e}"),
+            );
+        }
+    }
     let (replayed, mut replay_errors, damage) = replay(ctx);
     replay_errors += load_errors;
     let log_capacity = with_module(|m| m.pool.log().capacity()).unwrap_or(0);
@@ -126,6 +147,19 @@ pub fn run(ctx: Ctx) {
             &format!("redis-nvm: imported {imported} keys that the server loaded from RDB/AOF into the new pool"),
         );
     }
+    let libraries = super::functions::dump(ctx);
+    let has_libraries =
+        matches!(ctx.call("FUNCTION", &[b"LIST"]), Reply::Array(l) if !l.is_empty());
+    if !has_records && has_libraries {
+        if let Some(dump) = libraries.clone() {
+            append_imported(ctx, 0, Effect::Functions { dump });
+            ctx.log(
+                "notice",
+                "redis-nvm: imported the function libraries the server loaded from RDB/AOF into the new pool",
+            );
+        }
+    }
+    with_module(|m| m.functions = libraries);
 
     {
         // Start-up went through server calls (COMMAND, restoring): clients must not see

@@ -89,6 +89,8 @@ pub struct Module {
     pub databases: u32,
     /// When deferred appends were last made durable (durability everysec).
     pub last_sync: std::time::Instant,
+    /// The function libraries as the pool holds them (their FUNCTION DUMP), once known.
+    pub functions: Option<Vec<u8>>,
     /// Encoded payloads of the records being appended (reused: no allocation on the
     /// write path).
     pub(super) scratch: Vec<Vec<u8>>,
@@ -131,6 +133,7 @@ impl Module {
             pending_move: None,
             databases: 16,
             last_sync: std::time::Instant::now(),
+            functions: None,
             scratch: Vec::new(),
         }
     }
