@@ -515,3 +515,32 @@ fn function_libraries_are_persisted_like_data() {
         );
     }
 }
+
+/// `repl-diskless-load swapdb` (a replica loading into a temporary db the module cannot
+/// see) is refused: at load with one line, and by CONFIG SET; the other values work.
+#[test]
+fn swapdb_diskless_load_is_refused() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("swapdb");
+        let spec = ServerSpec::module(flavor, &dir).with_extra(&["--repl-diskless-load", "swapdb"]);
+        let log = spec.start_expecting_failure();
+        assert!(
+            log.contains("repl-diskless-load swapdb is not supported"),
+            "{flavor:?}: {log}"
+        );
+        let server = ServerSpec::module(flavor, &dir).start();
+        let mut c = RawConn::connect(server.spec.port);
+        let r = c.cmd(&["CONFIG", "SET", "repl-diskless-load", "swapdb"]);
+        assert!(
+            r.err().is_some_and(|e| e.contains("not supported")),
+            "{flavor:?}: {r:?}"
+        );
+        let got = c.cmd(&["CONFIG", "GET", "repl-diskless-load"]).items()[1].text();
+        assert_eq!(got, "disabled");
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "repl-diskless-load", "on-empty-db"])
+                .text(),
+            "OK"
+        );
+    }
+}

@@ -109,6 +109,12 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         return ERR;
     }
     let settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let ffi::Reply::Array(kv) = ctx.call("CONFIG", &[b"GET", b"repl-diskless-load"]) {
+        if kv.get(1).and_then(ffi::Reply::as_bytes) == Some(b"swapdb".as_slice()) {
+            ctx.log("warning", &format!("redis-nvm: {SWAPDB_LOAD}"));
+            return ERR;
+        }
+    }
 
     let options = PoolOptions {
         path: settings.path.clone(),
@@ -471,6 +477,10 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             refuse(&f, None);
             return;
         }
+        if sets_swapdb_load(&f, name) {
+            refuse(&f, Some(format!("ERR {SWAPDB_LOAD}")));
+            return;
+        }
         let arg_bytes = argument_bytes(&f);
         if arg_bytes > BIG_WRITE && is_write(&f, name) {
             if let Some(why) = with_module(|m| m.refusal_for_need(arg_bytes)).flatten() {
@@ -489,6 +499,25 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
         let command = hinted_name(name).filter(|c| hints::worth_keeping(c, arg_bytes));
         let args = (1..f.len()).map(|i| f.arg(i));
         HintTable::with(|t| t.on_command(objects, command, args));
+    })
+}
+
+/// Why `repl-diskless-load swapdb` is refused (at load and by CONFIG SET).
+const SWAPDB_LOAD: &str = "repl-diskless-load swapdb is not supported with redis-nvm: a replica \
+    would load its master's data into a temporary db the module cannot see, then swap it in; \
+    use repl-diskless-load disabled or on-empty-db";
+
+/// `CONFIG SET ... repl-diskless-load swapdb ...`.
+fn sets_swapdb_load(f: &Filter, name: &[u8]) -> bool {
+    if !name.eq_ignore_ascii_case(b"config")
+        || f.len() < 4
+        || !f.arg(1).eq_ignore_ascii_case(b"set")
+    {
+        return false;
+    }
+    (2..f.len() - 1).step_by(2).any(|i| {
+        f.arg(i).eq_ignore_ascii_case(b"repl-diskless-load")
+            && f.arg(i + 1).eq_ignore_ascii_case(b"swapdb")
     })
 }
 
