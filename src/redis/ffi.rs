@@ -122,23 +122,48 @@ impl Ctx {
     /// A numeric field of an INFO section, read without a command call (so it does not
     /// show in the command stats clients see).
     pub fn server_info_number(self, section: &str, field: &str) -> Option<i64> {
-        let (get, field_of, free) = (
-            api!(RedisModule_GetServerInfo)?,
-            api!(RedisModule_ServerInfoGetFieldSigned)?,
-            api!(RedisModule_FreeServerInfo)?,
-        );
-        let (section, field) = (CString::new(section).ok()?, CString::new(field).ok()?);
+        let [value] = self.server_info_fields(section, [field]);
+        std::str::from_utf8(&value?).ok()?.trim().parse().ok()
+    }
+
+    /// Several `INFO <section>` fields' raw values, read in one pass (no server call: no
+    /// trace in MONITOR, SLOWLOG or commandstats). `None` for a field the section lacks.
+    pub fn server_info_fields<const N: usize>(
+        self,
+        section: &str,
+        fields: [&str; N],
+    ) -> [Option<Vec<u8>>; N] {
+        let mut values = [const { None }; N];
+        let (Some(get), Some(field_of), Some(free)) = (
+            api!(RedisModule_GetServerInfo),
+            api!(RedisModule_ServerInfoGetFieldC),
+            api!(RedisModule_FreeServerInfo),
+        ) else {
+            return values;
+        };
+        let Ok(section) = CString::new(section) else {
+            return values;
+        };
         // SAFETY: live ctx; the section name is NUL-terminated; the data is freed below.
         let data = unsafe { get(self.0, section.as_ptr()) };
         if data.is_null() {
-            return None;
+            return values;
         }
-        let mut err: c_int = 0;
-        // SAFETY: live info data and a NUL-terminated field name.
-        let value = unsafe { field_of(data, field.as_ptr(), &mut err) };
+        for (value, field) in values.iter_mut().zip(fields) {
+            let Ok(field) = CString::new(field) else {
+                continue;
+            };
+            // SAFETY: live info data and a NUL-terminated field name; the returned string
+            // (if any) lives in `data`, copied out before it is freed.
+            let raw = unsafe { field_of(data, field.as_ptr()) };
+            if !raw.is_null() {
+                // SAFETY: a NUL-terminated string owned by `data`, still live.
+                *value = Some(unsafe { CStr::from_ptr(raw) }.to_bytes().to_vec());
+            }
+        }
         // SAFETY: frees the data obtained above, once.
         unsafe { free(self.0, data) };
-        (err == 0).then_some(value)
+        values
     }
 
     /// Lets the server process client events during a long operation in a callback:

@@ -2,58 +2,114 @@
 //!
 //! FUNCTION LOAD / DELETE / FLUSH / RESTORE fire no keyspace event and no module API tells
 //! a module that the libraries changed, so: the command filter notes every FUNCTION write
-//! (and EXEC soon after one, which may run a queued one; and the end of a load, which a
+//! (and the next EXEC after one that may have been queued; and the end of a load, which a
 //! replica's full sync or DEBUG RELOAD brings); at the end of that event-loop iteration,
-//! before the server writes the iteration's replies, the libraries are dumped and, if
-//! they differ from what the pool holds, logged whole (`Effect::Functions`). At start-up
+//! before the server writes the iteration's replies, the libraries are dumped if one
+//! ran and, if they differ from what the pool holds, logged whole (`Effect::Functions`). At start-up
 //! the pool's libraries replace what the server loaded from RDB/AOF (or, for a new pool,
 //! what it loaded is logged), before any client command can run.
 //!
 //! Limits (docs/design.md): durable at the end of the iteration, like the other deferred
 //! writes, not inside the command; the dump is a server call (`function|dump` in
-//! commandstats, once per iteration that had a FUNCTION write).
+//! commandstats, MONITOR, SLOWLOG), made only in an iteration in which INFO shows that a
+//! FUNCTION write ran (its commandstats calls grew) on libraries that were or became
+//! non-empty: so a FUNCTION FLUSH of nothing, or an EXEC that ran no FUNCTION write,
+//! leaves no trace.
 
 #![forbid(unsafe_code)]
 
 use super::ffi::{Ctx, Reply};
 use super::state::with_module;
 use crate::effect::Effect;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
 
-/// The libraries may have changed this iteration.
-static DIRTY: AtomicBool = AtomicBool::new(false);
-/// When (unix ms) a FUNCTION write was last filtered: an EXEC within `QUEUED_WINDOW_MS`
-/// may run it (Redis 7.0's filter cannot tell a queued command from a run one).
-static LAST_WRITE_MS: AtomicU64 = AtomicU64::new(0);
-const QUEUED_WINDOW_MS: u64 = 600_000;
+/// Nothing to look at this iteration.
+const IDLE: u8 = 0;
+/// A FUNCTION write may have run: dump if the footprint says one did.
+const LOOK: u8 = 1;
+/// A load replaced the libraries (its calls are not counted): dump.
+const LOADED: u8 = 2;
+static PENDING: AtomicU8 = AtomicU8::new(IDLE);
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A FUNCTION write may have been queued in MULTI: the next EXEC may run it. (Redis
+/// 7.0's filter cannot tell a queued command from a run one: there, every FUNCTION write
+/// arms it; Valkey 8 and Redis 7.2+ say whether the client is in MULTI.)
+static MAYBE_QUEUED: AtomicBool = AtomicBool::new(false);
+
+/// The footprint at the last look.
+static LAST: Mutex<Option<Footprint>> = Mutex::new(None);
+
+/// What INFO says about the libraries, read without a server call: how many there are,
+/// and how many times each FUNCTION write has run (commandstats counts a queued write
+/// when EXEC runs it, and not a refused or merely queued one). Equal footprints: no write
+/// ran since the last look; zero libraries before and after: none can have changed.
+#[derive(PartialEq)]
+struct Footprint {
+    libraries: Option<Vec<u8>>,
+    write_calls: [Option<u64>; 4],
 }
 
-/// Called by the filter with each command's name and first argument.
-pub fn note_command(name: &[u8], first_arg: Option<&[u8]>) {
+const WRITES: [&str; 4] = ["load", "delete", "flush", "restore"];
+const WRITE_STATS: [&str; 4] = [
+    "cmdstat_function|load",
+    "cmdstat_function|delete",
+    "cmdstat_function|flush",
+    "cmdstat_function|restore",
+];
+
+fn footprint(ctx: Ctx) -> Footprint {
+    let [libraries] = ctx.server_info_fields("memory", ["number_of_libraries"]);
+    let stats = ctx.server_info_fields("commandstats", WRITE_STATS);
+    Footprint {
+        libraries,
+        write_calls: stats.map(|s| s.as_deref().and_then(calls_of)),
+    }
+}
+
+/// `calls=N,usec=...` → N.
+fn calls_of(stat: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(stat).ok()?;
+    let calls = text.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+    calls.parse().ok()
+}
+
+impl Footprint {
+    fn no_libraries(&self) -> bool {
+        self.libraries.as_deref() == Some(b"0")
+    }
+}
+
+/// Called by the filter with each command's name, first argument, and whether its
+/// client is in MULTI (`None`: unknown).
+pub fn note_command(
+    name: &[u8],
+    first_arg: Option<&[u8]>,
+    in_multi: impl FnOnce() -> Option<bool>,
+) {
     let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
     if is(name, "function") {
-        let writes = ["load", "delete", "flush", "restore"];
-        if first_arg.is_some_and(|sub| writes.iter().any(|w| is(sub, w))) {
-            LAST_WRITE_MS.store(now_ms(), Ordering::Relaxed);
-            DIRTY.store(true, Ordering::Relaxed);
+        if first_arg.is_some_and(|sub| WRITES.iter().any(|w| is(sub, w))) {
+            PENDING.fetch_max(LOOK, Ordering::Relaxed);
+            if in_multi() != Some(false) {
+                MAYBE_QUEUED.store(true, Ordering::Relaxed);
+            }
         }
-    } else if is(name, "exec")
-        && now_ms().saturating_sub(LAST_WRITE_MS.load(Ordering::Relaxed)) < QUEUED_WINDOW_MS
-    {
-        DIRTY.store(true, Ordering::Relaxed);
+    } else if is(name, "exec") && MAYBE_QUEUED.swap(false, Ordering::Relaxed) {
+        PENDING.fetch_max(LOOK, Ordering::Relaxed);
     }
+}
+
+/// Start-up has restored (or imported) the libraries: nothing is pending.
+pub fn settled(ctx: Ctx) {
+    PENDING.store(IDLE, Ordering::Relaxed);
+    MAYBE_QUEUED.store(false, Ordering::Relaxed);
+    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(footprint(ctx));
 }
 
 /// A load (a replica's full sync, DEBUG RELOAD) ended: it brought libraries too.
 pub fn note_load_ended() {
-    DIRTY.store(true, Ordering::Relaxed);
+    PENDING.store(LOADED, Ordering::Relaxed);
 }
 
 /// The server's libraries now, as its `FUNCTION DUMP` payload.
@@ -66,7 +122,20 @@ pub fn dump(ctx: Ctx) -> Option<Vec<u8>> {
 
 /// End of an event-loop iteration: logs the libraries if they changed.
 pub fn log_if_changed(ctx: Ctx) {
-    if !DIRTY.swap(false, Ordering::Relaxed) {
+    let pending = PENDING.swap(IDLE, Ordering::Relaxed);
+    if pending == IDLE {
+        return;
+    }
+    let now = footprint(ctx);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let unchanged = match last.as_ref() {
+        Some(before) if pending == LOOK && *before == now => true,
+        Some(before) => before.no_libraries() && now.no_libraries(),
+        None => false,
+    };
+    *last = Some(now);
+    drop(last);
+    if unchanged {
         return;
     }
     let Some(now) = dump(ctx) else {

@@ -489,7 +489,9 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             }
         }
         note_silent_stream_writes(&f, name);
-        functions::note_command(name, (f.len() > 1).then(|| f.arg(1)));
+        functions::note_command(name, (f.len() > 1).then(|| f.arg(1)), || {
+            f.client_in_multi()
+        });
         let mut objects = [0usize; INDEXED_ARGS];
         let indexed = f.len().saturating_sub(1).min(INDEXED_ARGS);
         for (i, slot) in objects.iter_mut().take(indexed).enumerate() {
