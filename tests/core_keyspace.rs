@@ -10,101 +10,19 @@
 //! - Property tests of the index (against a BTreeMap, across reopenings) and of the
 //!   allocator (a steady overwrite load does not grow the heap).
 
+mod core_support;
 mod effect_gen;
+
+use core_support::*;
 
 use effect_gen::{model_after, workload};
 use proptest::prelude::*;
-use redis_nvm::effect::model::Dataset;
-use redis_nvm::effect::{decode, encode, encoded_len, kind_of, Effect, Value, NO_EXPIRE};
-use redis_nvm::keyspace::{KeySpace, StoredValue};
-use redis_nvm::log::{BlobWriter, LogError, RecordRef, FLAG_BLOB};
+use redis_nvm::effect::{Effect, Value, NO_EXPIRE};
+use redis_nvm::keyspace::StoredValue;
+use redis_nvm::log::LogError;
 use redis_nvm::pmem::CrashSim;
 use redis_nvm::pool::Pool;
-use redis_nvm::replay::{ReplayError, Replayer};
-
-const POOL: u64 = 1 << 20;
-
-fn append(pool: &mut Pool, db: u32, e: &Effect) -> Result<u64, LogError> {
-    let mut p = Vec::new();
-    let kind = encode(e, &mut p).expect("encodes");
-    pool.log_mut().append(&[RecordRef {
-        kind,
-        db,
-        flags: 0,
-        payload: &p,
-    }])
-}
-
-/// Effects encoded longer than this go to a blob in `run` (the module's threshold is
-/// 1 MiB; small here so that the random workloads log many blobs).
-const BLOB_OVER: u64 = 48;
-
-/// Appends `e` the way the module does: its bytes in a blob, named by a small record,
-/// when they are longer than `BLOB_OVER` (the blob durable before the record).
-fn append_effect(pool: &mut Pool, r: &mut Replayer, db: u32, e: &Effect) -> Result<u64, LogError> {
-    let len = encoded_len(e).expect("encodes");
-    if len <= BLOB_OVER {
-        return append(pool, db, e);
-    }
-    let off = r
-        .keyspace_mut()
-        .alloc_blob(len)
-        .map_err(|_| LogError::Full {
-            needed: len,
-            free: 0,
-        })?;
-    let mut w = BlobWriter::new(pool.media(), off);
-    encode(e, &mut w).expect("encodes");
-    let blob = w.finish().map_err(LogError::Media)?;
-    pool.log_mut().append(&[RecordRef {
-        kind: kind_of(e),
-        db,
-        flags: FLAG_BLOB,
-        payload: &blob.encode(),
-    }])
-}
-
-fn replayer(pool: &Pool) -> Replayer {
-    let ks = pool.open_keyspace().expect("key space opens");
-    Replayer::new(ks, pool.log().new_reader()).expect("replayer")
-}
-
-/// One replay step, then the log learns the new head.
-fn step(pool: &mut Pool, r: &mut Replayer) -> Result<u64, ReplayError> {
-    let s = r.step(pool.log().committed_end())?;
-    pool.log_mut().advance_head(s.next);
-    Ok(s.records)
-}
-
-/// Key space + the log's live records, as a dataset; the key space must check clean.
-fn state_of(pool: &Pool) -> Dataset {
-    let mut ks = pool.open_keyspace().expect("key space opens");
-    let report = ks.check(true).expect("walks");
-    assert!(
-        report.problems.is_empty(),
-        "key space problems: {:?}",
-        report.problems
-    );
-    let mut ds = ks.to_dataset().expect("key space reads");
-    for r in pool.log().records() {
-        let r = r.expect("valid record");
-        let e = decode(r.kind, &r.payload).expect("decodes");
-        ds.apply(r.db, &e).expect("log tail applies");
-    }
-    ds
-}
-
-/// The allocator's running account must equal what the key space reaches: no block
-/// leaked, none freed twice.
-fn assert_no_leak(ks: &mut KeySpace) {
-    let used = ks.heap_stats().used;
-    let report = ks.check(true).expect("walks");
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(
-        used, report.bytes_reachable,
-        "heap accounting differs from reachable bytes"
-    );
-}
+use redis_nvm::replay::Replayer;
 
 /// Runs the workload: appends every effect (folding when the log is full, and every
 /// `every` appends). Returns how many effects were acknowledged before a crash.
@@ -321,5 +239,38 @@ proptest! {
         }
         prop_assert_eq!(ks.key_count().expect("counts"), map.len() as u64);
         assert_no_leak(&mut ks);
+    }
+}
+
+/// The heap account stays exact batch after batch, without a reopen's walk to reset it:
+/// the regression was COPY of a list that had been popped from, which copied the items
+/// its ring no longer held (freed ones) into blocks nothing reached.
+#[test]
+fn the_heap_account_is_exact_after_every_batch() {
+    for seed in 700..704u64 {
+        let effects = flat(seed, 360);
+        let sim = CrashSim::new(POOL);
+        let mut pool = Pool::from_media_with_log(Box::new(sim), true, 4096).expect("pool");
+        let mut r = replayer(&pool);
+        let check = |r: &mut Replayer, when: &str| {
+            let used = r.keyspace().heap_stats().used;
+            let report = r.keyspace_mut().check(true).expect("walks");
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            assert_eq!(used, report.bytes_reachable, "seed {seed} {when}");
+        };
+        for (i, (db, e)) in effects.iter().enumerate() {
+            loop {
+                match append_effect(&mut pool, &mut r, *db, e) {
+                    Ok(_) => break,
+                    Err(LogError::Full { .. }) => {
+                        assert!(step(&mut pool, &mut r).expect("folds") > 0);
+                        check(&mut r, &format!("after a step at effect {i}"));
+                    }
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+        }
+        while step(&mut pool, &mut r).expect("folds") > 0 {}
+        check(&mut r, "at the end");
     }
 }

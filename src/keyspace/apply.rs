@@ -356,12 +356,19 @@ impl KeySpace {
     }
 
     /// A copy of a collection with the same shape (slots, tombstones, head index) and a
-    /// copy of every member; returns the new header's offset.
+    /// copy of every member; returns the new header's offset. A deque's slots outside
+    /// its `count` items from `aux` may still name items it no longer holds (popped and
+    /// freed): only its live ring is copied.
     fn copy_collection(&mut self, off: u64) -> Result<u64, StoreError> {
         let c = self.coll(off)?;
         let slot = slot_size(c.vtype);
         let slots = self.zeroed(c.cap * slot)?;
-        for i in 0..c.cap {
+        let live: Box<dyn Iterator<Item = u64>> = if is_deque(c.vtype) {
+            Box::new((0..c.count).map(move |i| (c.aux + i) & (c.cap - 1)))
+        } else {
+            Box::new(0..c.cap)
+        };
+        for i in live {
             let at = i * slot;
             let item_at = if slot == TABLE_SLOT { at + 8 } else { at };
             let item = self.store.read_word(c.slots + item_at)?;
