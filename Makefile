@@ -46,6 +46,7 @@ bench: build ## SET throughput vs stock persistence, replayer throughput, restar
 	python3 bench/restart.py
 	python3 bench/latency.py
 	python3 bench/bigvalues.py
+	python3 bench/streams.py
 
 fmt: ## cargo fmt
 	$(CARGO) fmt

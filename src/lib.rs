@@ -2,7 +2,8 @@
 //! byte-addressable non-volatile memory before its reply leaves the server.
 //!
 //! The crate is split in two halves:
-//! - the storage core (`pmem`, `pool`, `log`, `effect`), which knows nothing of Redis
+//! - the storage core (`pmem`, `pool`, `log`, `keyspace`, `effect`, `replay`, `warmup`),
+//!   which knows nothing of Redis
 //!   and is tested without a server, and
 //! - the Redis glue (`redis`), a thin layer that captures writes as effects, appends
 //!   them to the log, and restores them at start-up.
@@ -17,3 +18,4 @@ pub mod pmem;
 pub mod pool;
 pub mod redis;
 pub mod replay;
+pub mod warmup;

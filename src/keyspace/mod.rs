@@ -24,14 +24,17 @@ mod apply;
 mod blocks;
 mod dbs;
 mod deque;
+mod frozen;
 pub mod layout;
 mod store;
 mod strings;
 mod table;
 mod walk;
 
+pub use walk::Walked;
+
 pub use store::{
-    read_journal, recover_journal, HeapStats, JournalArea, JournalOutcome, StoreError,
+    read_journal, recover_journal, HeapStats, JournalArea, JournalOutcome, Snapshot, StoreError,
 };
 
 use crate::effect::model::{Dataset, Entry, ModelValue};
@@ -164,34 +167,7 @@ impl KeySpace {
         layout: Layout,
         live_blobs: &[BlobRef],
     ) -> Result<KeySpace, StoreError> {
-        let top = media.load_u64(layout.root + ROOT_HEAP_TOP)?;
-        if top != 0
-            && (top < layout.heap_start || top > layout.heap_end || !top.is_multiple_of(GRAIN))
-        {
-            return Err(corrupt(
-                layout.root + ROOT_HEAP_TOP,
-                format!("heap top {top} outside the heap"),
-            ));
-        }
-        let mut store = Store::new(
-            media,
-            layout.journal,
-            layout.heap_start,
-            layout.heap_end,
-            layout.root + ROOT_HEAP_TOP,
-            top,
-        );
-        // A blob allocated from the top is durable before its record commits, but the
-        // top word moves only with the next batch: after a crash the top may lie below it.
-        for b in live_blobs {
-            store.cover(b.offset + size_class(b.len));
-        }
-        let mut ks = KeySpace {
-            store,
-            layout,
-            stats: ApplyStats::default(),
-            scratch: Vec::new(),
-        };
+        let mut ks = KeySpace::open_unwalked(media, layout, live_blobs)?;
         // Every item checksum is verified: damaged data is refused, never loaded.
         let report = ks.walk(true, Some(live_blobs))?;
         if let Some(p) = report.problems.first() {

@@ -12,16 +12,23 @@
 //! journal. So a batch is all or nothing.
 //!
 //! Allocation state is not persistent: free space is everything in the heap that the
-//! key space does not reach, rebuilt by a walk when the key space is opened (like
-//! PMDK's heap, whose run-time free lists are rebuilt at open). Blocks freed by a batch
-//! are reused only after it commits, so an uncommitted batch never overwrites anything
-//! the committed state reaches.
+//! key space does not reach, found by a walk (like PMDK's heap, whose run-time free lists
+//! are rebuilt at open). Blocks freed by a batch are reused only after it commits, so an
+//! uncommitted batch never overwrites anything the committed state reaches.
+//!
+//! Opening without a walk (instant restart) leaves the free space below the top unknown
+//! (`unknown_below`): until a walk ends, only the top and blocks freed above that mark are
+//! reused, and blocks freed below it are dropped (the walk finds them free). A snapshot
+//! (`freeze`) keeps the state of that moment readable while batches go on: each word a
+//! commit overwrites below the mark is first saved as a preimage, blocks freed below the
+//! mark are held back (`deferred`), so a view (`Store::view`) reads exactly the frozen
+//! state until `end_unknown` hands back what the walk of it found free.
 
 use super::layout::{class_at_most, size_class, GRAIN};
 use crate::pmem::{Media, MediaError};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Journal header: magic u64, entries u64, crc32c u32 (over the entries), pad u32, then
 /// `entries` pairs of (pool offset u64, value u64).
@@ -191,6 +198,38 @@ pub struct HeapStats {
     pub capacity: u64,
 }
 
+/// The key space as it was when frozen: the words commits have overwritten since, below
+/// `below` (the top then; nothing above it belongs to the frozen state).
+pub struct Snapshot {
+    below: u64,
+    preimages: Mutex<FxHashMap<u64, u64>>,
+}
+
+impl Snapshot {
+    /// The frozen value of the word at `off`. The lock orders this read against a
+    /// commit's saving and overwriting of the same word.
+    fn read(&self, media: &dyn Media, off: u64) -> Result<u64, MediaError> {
+        let saved = self.preimages.lock().unwrap_or_else(|p| p.into_inner());
+        match saved.get(&off) {
+            Some(&v) => Ok(v),
+            None => media.load_u64(off),
+        }
+    }
+
+    /// The top of the heap when it was frozen.
+    pub fn top(&self) -> u64 {
+        self.below
+    }
+
+    /// Words saved so far (their DRAM cost: about 32 bytes each).
+    pub fn saved_words(&self) -> usize {
+        self.preimages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
 /// The store: media, heap allocator and the open batch.
 pub struct Store {
     media: Arc<dyn Media>,
@@ -218,6 +257,15 @@ pub struct Store {
     top_at_begin: u64,
     /// True once a media error hit: nothing more is written.
     poisoned: bool,
+    // --- free space not known yet (see the module documentation) ---
+    /// Free space below this offset is not on the free lists (`heap_start`: all known).
+    unknown_below: u64,
+    /// The snapshot being kept readable, if any.
+    snapshot: Option<Arc<Snapshot>>,
+    /// Blocks below `unknown_below` freed while the snapshot is kept: free at its end.
+    deferred: Vec<(u64, u64)>,
+    /// A read-only view: reads resolve through this snapshot's preimages.
+    view_of: Option<Arc<Snapshot>>,
 }
 
 impl Store {
@@ -249,7 +297,96 @@ impl Store {
             pending_free: Vec::new(),
             top_at_begin: top,
             poisoned: false,
+            unknown_below: top,
+            snapshot: None,
+            deferred: Vec::new(),
+            view_of: None,
         }
+    }
+
+    /// A read-only store that reads `snapshot`'s frozen state (see `freeze`).
+    pub fn view(&self, snapshot: Arc<Snapshot>) -> Store {
+        let top = snapshot.below;
+        let mut view = Store::new(
+            Arc::clone(&self.media),
+            self.journal,
+            self.heap_start,
+            self.heap_end,
+            self.top_word,
+            top,
+        );
+        view.view_of = Some(snapshot);
+        view
+    }
+
+    fn refuse_if_view(&self) -> Result<(), StoreError> {
+        match self.view_of {
+            Some(_) => Err(StoreError::Media(MediaError::Unsupported(
+                "a snapshot view is read-only".into(),
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Freezes the committed state (between batches): from now on it stays readable
+    /// through views, and the free space below the current top is unknown until
+    /// `end_unknown`.
+    pub fn freeze(&mut self) -> Arc<Snapshot> {
+        let snapshot = Arc::new(Snapshot {
+            below: self.top,
+            preimages: Mutex::new(FxHashMap::default()),
+        });
+        self.free.clear();
+        self.free_bytes = 0;
+        self.used_bytes = self.top - self.heap_start;
+        self.unknown_below = self.top;
+        self.deferred.clear();
+        self.snapshot = Some(Arc::clone(&snapshot));
+        snapshot
+    }
+
+    /// Whether free space below some mark is still unknown (opened without a walk, or
+    /// a snapshot is kept).
+    pub fn free_space_unknown(&self) -> bool {
+        self.unknown_below > self.heap_start
+    }
+
+    /// Ends the unknown state with the walk of the frozen state (or, without a snapshot,
+    /// of the committed state): `reachable` are its sorted blocks below `unknown_below`;
+    /// every gap between them becomes free, and so do the blocks held back since. Ends
+    /// the snapshot: its views must not be read any more.
+    pub fn end_unknown(&mut self, reachable: impl Iterator<Item = (u64, u64)>) {
+        let below = self.unknown_below;
+        let mut at = self.heap_start;
+        let mut gaps = Vec::new();
+        for (start, len) in reachable {
+            if start >= below {
+                break;
+            }
+            if start > at {
+                gaps.push((at, start - at));
+            }
+            at = at.max(start + len);
+        }
+        if below > at {
+            gaps.push((at, below - at));
+        }
+        for (mut start, mut len) in gaps {
+            while len >= GRAIN {
+                let class = class_at_most(len);
+                self.free.entry(class).or_default().push(start);
+                self.free_bytes += class;
+                start += class;
+                len -= class;
+            }
+        }
+        for (off, class) in std::mem::take(&mut self.deferred) {
+            self.free.entry(class).or_default().push(off);
+            self.free_bytes += class;
+        }
+        self.used_bytes = (self.top - self.heap_start) - self.free_bytes;
+        self.unknown_below = self.heap_start;
+        self.snapshot = None;
     }
 
     pub fn heap_range(&self) -> (u64, u64) {
@@ -286,6 +423,9 @@ impl Store {
             }
         }
         self.used_bytes = (self.top - self.heap_start) - self.free_bytes;
+        self.unknown_below = self.heap_start;
+        self.deferred.clear();
+        self.snapshot = None;
     }
 
     pub fn stats(&self) -> HeapStats {
@@ -307,6 +447,7 @@ impl Store {
 
     /// Allocates a block for `len` bytes (rounded to its class) in the open batch.
     pub fn alloc(&mut self, len: u64) -> Result<u64, StoreError> {
+        self.refuse_if_view()?;
         let class = size_class(len);
         let off = match self.free.get_mut(&class).and_then(Vec::pop) {
             Some(off) => {
@@ -361,6 +502,7 @@ impl Store {
 
     /// Writes the bytes of a block allocated by the open batch.
     pub fn write_new(&mut self, off: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.refuse_if_view()?;
         self.media.write(off, bytes)?;
         self.dirty.push((off, bytes.len() as u64));
         Ok(())
@@ -368,9 +510,10 @@ impl Store {
 
     /// Reads a word as the open batch sees it.
     pub fn read_word(&self, off: u64) -> Result<u64, StoreError> {
-        match self.overlay.get(&off) {
-            Some(&v) => Ok(v),
-            None => Ok(self.media.load_u64(off)?),
+        match (self.overlay.get(&off), &self.view_of) {
+            (Some(&v), _) => Ok(v),
+            (None, Some(snapshot)) => Ok(snapshot.read(&*self.media, off)?),
+            (None, None) => Ok(self.media.load_u64(off)?),
         }
     }
 
@@ -381,6 +524,7 @@ impl Store {
 
     /// Changes a word in the open batch: in place in a new block, else in the overlay.
     pub fn write_word(&mut self, off: u64, value: u64) -> Result<(), StoreError> {
+        self.refuse_if_view()?;
         if self.is_fresh(off) {
             self.media.store_u64_atomic(off, value)?;
             self.dirty.push((off, 8));
@@ -392,6 +536,7 @@ impl Store {
 
     /// Makes the open batch durable and atomic (see the module documentation).
     pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.refuse_if_view()?;
         if self.poisoned {
             return Err(StoreError::Media(MediaError::Unsupported(
                 "an earlier key space write failed; nothing more is written".into(),
@@ -449,11 +594,23 @@ impl Store {
             self.media
                 .store_u64_persistent(self.journal.word, entries)?;
             self.media.fence()?;
-            // 3. In place.
+            // 3. In place (a kept snapshot first saves what it will read).
+            let mut saved = self.snapshot.as_ref().map(|s| {
+                (
+                    s.below,
+                    s.preimages.lock().unwrap_or_else(|p| p.into_inner()),
+                )
+            });
             for (o, v) in &pairs {
+                if let Some((below, saved)) = saved.as_mut() {
+                    if *o < *below && !saved.contains_key(o) {
+                        saved.insert(*o, self.media.load_u64(*o)?);
+                    }
+                }
                 self.media.store_u64_atomic(*o, *v)?;
                 self.media.flush(*o, 8)?;
             }
+            drop(saved);
             self.media.fence()?;
             // 4. Done: the journal may be reused.
             self.media.store_u64_persistent(self.journal.word, 0)?;
@@ -470,9 +627,14 @@ impl Store {
         self.fresh.clear();
         self.dirty.clear();
         for (off, class) in self.pending_free.drain(..) {
-            self.free.entry(class).or_default().push(off);
-            self.free_bytes += class;
             self.used_bytes -= class;
+            if off >= self.unknown_below {
+                self.free.entry(class).or_default().push(off);
+                self.free_bytes += class;
+            } else if self.snapshot.is_some() {
+                self.deferred.push((off, class));
+            }
+            // Else dropped: free space below the mark is what the walk will find.
         }
         self.top_at_begin = self.top;
         self.durable_top = self.top;

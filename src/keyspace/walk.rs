@@ -24,6 +24,24 @@ impl KeySpace {
         verify: bool,
         live_blobs: Option<&[BlobRef]>,
     ) -> Result<CheckReport, StoreError> {
+        let walked = self.walk_marking(verify, live_blobs.unwrap_or(&[]), &mut |_, _| Ok(()))?;
+        if live_blobs.is_some() && walked.report.problems.is_empty() {
+            let runs = walked.reachable().collect::<Vec<_>>();
+            self.store.rebuild_free(runs.into_iter());
+        }
+        Ok(walked.report)
+    }
+
+    /// Marks every block the key space reaches (and `blobs`), checking structure (and
+    /// checksums with `verify`), and calls `on_key(db, key item)` for every key whose
+    /// value walked without a problem. A damaged key is reported and skipped; the walk
+    /// goes on with the next one.
+    pub(super) fn walk_marking(
+        &self,
+        verify: bool,
+        blobs: &[BlobRef],
+        on_key: &mut dyn FnMut(u32, u64) -> Result<(), StoreError>,
+    ) -> Result<Walked, StoreError> {
         let (start, _) = self.store.heap_range();
         let top = self.store.top();
         let grains = ((top - start) / GRAIN) as usize;
@@ -65,25 +83,22 @@ impl KeySpace {
                 Err(e) => report.problems.push(problem_of(e)?),
             }
         }
-        for (_, t) in self.dbs_with_tables()? {
-            let res = self.walk_coll(t, VT_KEYS, verify, &mut report, &mut mark);
+        for (db, t) in self.dbs_with_tables()? {
+            let mut keys = |item: u64| on_key(db, item);
+            let res = self.walk_coll(t, VT_KEYS, verify, &mut report, &mut mark, &mut keys);
             if let Err(e) = res {
                 report.problems.push(problem_of(e)?);
             }
         }
-        let Some(live_blobs) = live_blobs else {
-            return Ok(report);
-        };
-        for b in live_blobs {
+        for b in blobs {
             mark(b.offset, size_class(b.len), &mut report);
         }
-        if report.problems.is_empty() {
-            let runs = marked_runs(&marks, grains)
-                .map(|(g, n)| (start + g as u64 * GRAIN, n as u64 * GRAIN))
-                .collect::<Vec<_>>();
-            self.store.rebuild_free(runs.into_iter());
-        }
-        Ok(report)
+        Ok(Walked {
+            report,
+            marks,
+            grains,
+            start,
+        })
     }
 
     pub(super) fn walk_coll(
@@ -93,6 +108,7 @@ impl KeySpace {
         verify: bool,
         report: &mut CheckReport,
         mark: &mut impl FnMut(u64, u64, &mut CheckReport) -> bool,
+        on_key: &mut dyn FnMut(u64) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let c = self.coll(off)?;
         if c.vtype != expect {
@@ -140,17 +156,45 @@ impl KeySpace {
             if expect == VT_KEYS {
                 report.keys += 1;
                 if h.kind != KIND_KEY {
-                    return Err(corrupt(item, "key table slot points at a non-key"));
+                    report.problems.push(Problem {
+                        offset: item,
+                        what: "key table slot points at a non-key".into(),
+                    });
+                    continue;
                 }
+                let problems = report.problems.len();
                 if h.vtype != VT_STRING {
                     let coll = self.store.read_word(item + KEY_COLL)?;
-                    self.walk_coll(coll, h.vtype, verify, report, mark)?;
+                    let mut no_keys = |_: u64| Ok(());
+                    let res = self.walk_coll(coll, h.vtype, verify, report, mark, &mut no_keys);
+                    if let Err(e) = res {
+                        report.problems.push(problem_of(e)?);
+                    }
+                }
+                if report.problems.len() == problems {
+                    on_key(item)?;
                 }
             } else {
                 report.members += 1;
             }
         }
         Ok(())
+    }
+}
+
+/// What a marking walk found: its report, and the grains it reached.
+pub struct Walked {
+    pub report: CheckReport,
+    marks: Vec<u64>,
+    grains: usize,
+    start: u64,
+}
+
+impl Walked {
+    /// The reachable runs of the heap, as sorted (offset, length) pairs.
+    pub fn reachable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        marked_runs(&self.marks, self.grains)
+            .map(|(g, n)| (self.start + g as u64 * GRAIN, n as u64 * GRAIN))
     }
 }
 

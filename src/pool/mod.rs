@@ -373,6 +373,20 @@ impl Pool {
         })
     }
 
+    /// Opens the key space of this pool without walking it (instant restart: see
+    /// `KeySpace::open_unwalked`). Its owner must be the only writer of the key space.
+    pub fn open_keyspace_unwalked(&self) -> Result<keyspace::KeySpace, PoolError> {
+        keyspace::KeySpace::open_unwalked(
+            Arc::clone(&self.media),
+            keyspace::Layout::of(&self.superblock),
+            self.log.live_blobs(),
+        )
+        .map_err(|source| PoolError::KeySpace {
+            path: self.info.path.clone(),
+            source,
+        })
+    }
+
     /// A shared handle on the media (for the replayer thread).
     pub fn media_arc(&self) -> Arc<dyn Media> {
         Arc::clone(&self.media)
