@@ -395,6 +395,10 @@ fn heap_range(pool: &[u8]) -> std::ops::Range<usize> {
     offset..offset + size
 }
 
+/// A flipped byte in a key-space item: the key space opens without its walk, so the
+/// server starts and serves; the warm-up's walk finds the item's checksum wrong, reports
+/// it with its pool offset (the offset `nvm-tool check` names too), never serves the
+/// damaged key, and refuses writes.
 #[test]
 fn damaged_pool_flipped_byte() {
     let mut tool_results = Vec::new();
@@ -424,7 +428,31 @@ fn damaged_pool_flipped_byte() {
         bytes[at] ^= 0x40;
         std::fs::write(dir.pool(), &bytes).unwrap();
 
-        let line = refused_start_line(flavor, &spec, &dir.pool());
+        // The key space opens without its walk: the server serves, the warm-up's walk
+        // finds the damage, reports it with its offset, and refuses writes.
+        let server = spec.start();
+        let mut c = raw(&server);
+        assert_eq!(c.cmd(&["PING"]).text(), "PONG");
+        let info = c.cmd(&["NVM.INFO"]).text();
+        assert!(info.contains("warmup_damaged:1"), "{flavor:?}: {info}");
+        assert!(info.contains("state:damaged"), "{flavor:?}: {info}");
+        assert_eq!(
+            c.cmd(&["GET", "key:150"]),
+            Resp::Bulk(None),
+            "{flavor:?}: damaged data is never served"
+        );
+        assert_eq!(c.cmd(&["GET", "key:151"]).text(), numbered_value(151));
+        assert!(
+            c.cmd(&["SET", "more", "x"]).err().is_some(),
+            "{flavor:?}: writes are refused"
+        );
+        let log = server.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("POOL DAMAGED"))
+            .unwrap_or_else(|| panic!("{flavor:?}: no POOL DAMAGED line:\n{log}"))
+            .to_string();
+        assert!(!log.contains("panic"), "{flavor:?}: {log}");
         let offset: usize = line
             .split("pool offset ")
             .nth(1)
@@ -441,6 +469,7 @@ fn damaged_pool_flipped_byte() {
             offset < at && at - offset < 256,
             "{flavor:?}: offset {offset} should be the item holding the flipped byte at {at}: {line}"
         );
+        server.kill9(); // the tool opens the pool only when no server holds it
         tool_results.push((
             flavor,
             offset,

@@ -139,7 +139,16 @@ impl KeySpace {
             if item == EMPTY && c.vtype == VT_CHUNKS {
                 continue;
             }
-            let (h, a, _) = self.item_parts(item, verify)?;
+            let problems = report.problems.len();
+            let (h, a, _) = match self.item_parts(item, verify) {
+                Ok(parts) => parts,
+                // A damaged key is one problem; the walk goes on with the next key.
+                Err(e) if expect == VT_KEYS => {
+                    report.problems.push(problem_of(e)?);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if c.vtype == VT_CHUNKS && a.len() as u64 > CHUNK {
                 return Err(corrupt(item, "a string chunk longer than a chunk"));
             }
@@ -162,7 +171,6 @@ impl KeySpace {
                     });
                     continue;
                 }
-                let problems = report.problems.len();
                 if h.vtype != VT_STRING {
                     let coll = self.store.read_word(item + KEY_COLL)?;
                     let mut no_keys = |_: u64| Ok(());

@@ -36,9 +36,12 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         Some(Refusal::Full { .. }) => "full (writes refused)".to_string(),
         Some(Refusal::HeapFull { .. }) => "full (writes refused: key space)".to_string(),
         Some(Refusal::Poisoned(why)) => format!("poisoned (writes refused): {why}"),
-        Some(Refusal::Corrupt(why)) => format!("damaged (writes refused): {why}"),
+        Some(Refusal::Corrupt(why)) | Some(Refusal::Damaged(why)) => {
+            format!("damaged (writes refused): {why}")
+        }
         Some(Refusal::Starting) => "restoring".to_string(),
     };
+    let warm = super::warmup::progress();
     let mut lines: Vec<(&str, String)> = vec![
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("server", m.server.clone()),
@@ -117,6 +120,30 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
             m.stats.discarded_server_keys.to_string(),
         ),
         ("recovery_imported_keys", m.stats.imported_keys.to_string()),
+        ("pool_open_ms", m.stats.pool_open_ms.to_string()),
+        (
+            "serving_at_ms",
+            m.stats
+                .serving_at_ms
+                .map_or("unknown".into(), |t| t.to_string()),
+        ),
+        (
+            "warmup_state",
+            match (warm.running, warm.total) {
+                (true, _) => "running",
+                (false, 0) => "none",
+                (false, _) => "done",
+            }
+            .to_string(),
+        ),
+        ("warmup_keys_total", warm.total.to_string()),
+        ("warmup_keys_loaded", warm.loaded.to_string()),
+        ("warmup_keys_faulted", warm.faulted.to_string()),
+        ("warmup_keys_dropped", warm.dropped.to_string()),
+        ("warmup_damaged", warm.damaged.to_string()),
+        ("warmup_slices", warm.slices.to_string()),
+        ("warmup_longest_slice_us", warm.longest_slice_us.to_string()),
+        ("warmup_ms", warm.duration_ms.to_string()),
         (
             "unsupported_type_events",
             m.stats.unsupported_type_events.to_string(),
@@ -366,6 +393,12 @@ pub fn nvm_repair(ctx: Ctx, args: &[Vec<u8>]) {
         }
     };
     let result = with_module(|m| {
+        if let Some(Refusal::Damaged(why)) = &m.refusal {
+            return Err(format!(
+                "ERR the damage is in the key space ({why}), which NVM.REPAIR cannot mend: the damaged keys \
+                 are not served; copy the pool file aside and inspect it with `nvm-tool check`"
+            ));
+        }
         if !matches!(m.refusal, Some(Refusal::Corrupt(_))) {
             return Err("ERR nothing to repair: the pool is not damaged".to_string());
         }

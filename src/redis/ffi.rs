@@ -239,6 +239,96 @@ impl Ctx {
         Ok(())
     }
 
+    /// Opens `key` (which does not exist) to write a new value with the key API.
+    fn open_new(self, key: &[u8]) -> Result<Key, String> {
+        let name = OwnedString::new(self, key).ok_or("cannot create key name")?;
+        let open = api!(RedisModule_OpenKey).ok_or("no OpenKey")?;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+        // SAFETY: live ctx and name; the handle is closed by Key's Drop.
+        let handle = unsafe { open(self.0, name.ptr, mode) };
+        if handle.is_null() {
+            return Err("cannot open key for writing".into());
+        }
+        Ok(Key {
+            handle,
+            _name: name,
+        })
+    }
+
+    /// Sets an absolute expiry (unix ms; negative: none) on a key that has a value.
+    fn set_abs_expire(key: &Key, expire_at_ms: i64) -> Result<(), String> {
+        if expire_at_ms >= 0 {
+            let set_abs = api!(RedisModule_SetAbsExpire).ok_or("no SetAbsExpire")?;
+            // SAFETY: handle is a writable, non-empty key handle.
+            unsafe { set_abs(key.handle, expire_at_ms) };
+        }
+        Ok(())
+    }
+
+    /// Writes a new hash with the key API (no server call: nothing in commandstats,
+    /// SLOWLOG or MONITOR, and no keyspace event but `new`). The server converts the
+    /// encoding at its thresholds as HSET would.
+    pub fn put_hash(
+        self,
+        key: &[u8],
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        expire_at_ms: i64,
+    ) -> Result<(), String> {
+        let k = self.open_new(key)?;
+        let hset = api!(RedisModule_HashSet).ok_or("no HashSet")?;
+        for (field, value) in pairs {
+            let f = OwnedString::new(self, field).ok_or("cannot create field")?;
+            let v = OwnedString::new(self, value).ok_or("cannot create value")?;
+            // SAFETY: writable key handle, live strings, NULL-terminated variadic list.
+            unsafe {
+                hset(
+                    k.handle,
+                    raw::REDISMODULE_HASH_NONE as c_int,
+                    f.ptr,
+                    v.ptr,
+                    ptr::null_mut::<RedisModuleString>(),
+                )
+            };
+        }
+        Self::set_abs_expire(&k, expire_at_ms)
+    }
+
+    /// Writes a new list with the key API (as `put_hash`).
+    pub fn put_list(self, key: &[u8], items: &[Vec<u8>], expire_at_ms: i64) -> Result<(), String> {
+        let k = self.open_new(key)?;
+        let push = api!(RedisModule_ListPush).ok_or("no ListPush")?;
+        for item in items {
+            let e = OwnedString::new(self, item).ok_or("cannot create element")?;
+            // SAFETY: writable key handle and a live string.
+            let ok = unsafe { push(k.handle, raw::REDISMODULE_LIST_TAIL as c_int, e.ptr) };
+            if ok != raw::REDISMODULE_OK as c_int {
+                return Err("ListPush failed".into());
+            }
+        }
+        Self::set_abs_expire(&k, expire_at_ms)
+    }
+
+    /// Writes a new sorted set with the key API (as `put_hash`).
+    pub fn put_zset(
+        self,
+        key: &[u8],
+        pairs: &[(Vec<u8>, f64)],
+        expire_at_ms: i64,
+    ) -> Result<(), String> {
+        let k = self.open_new(key)?;
+        let add = api!(RedisModule_ZsetAdd).ok_or("no ZsetAdd")?;
+        for (member, score) in pairs {
+            let m = OwnedString::new(self, member).ok_or("cannot create member")?;
+            let mut flags: c_int = 0;
+            // SAFETY: writable key handle, a live string and a flags cell.
+            let ok = unsafe { add(k.handle, *score, m.ptr, &mut flags) };
+            if ok != raw::REDISMODULE_OK as c_int {
+                return Err("ZsetAdd failed (NaN score?)".into());
+            }
+        }
+        Self::set_abs_expire(&k, expire_at_ms)
+    }
+
     /// Calls `f` with each batch of keys `SCAN` returns for the selected db (a key may
     /// come twice while the db rehashes).
     pub fn scan_keys(self, mut f: impl FnMut(&[&[u8]])) {
@@ -810,12 +900,31 @@ impl Filter {
     /// Whether the command writes a key, from the server's own key specs (flags RW, OW or
     /// RM on any key). Works in a filter: the server ignores the context here.
     pub fn writes_a_key(&self) -> bool {
+        let write_flags = (raw::REDISMODULE_CMD_KEY_RW
+            | raw::REDISMODULE_CMD_KEY_OW
+            | raw::REDISMODULE_CMD_KEY_RM) as c_int;
+        self.key_specs()
+            .iter()
+            .any(|&(_, flags)| flags & write_flags != 0)
+    }
+
+    /// The keys the command names, from the server's key specs (or its getkeys
+    /// function): none for an unknown command or a wrong arity.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.key_specs()
+            .iter()
+            .map(|&(pos, _)| self.arg(pos).to_vec())
+            .collect()
+    }
+
+    /// (argument position, key-spec flags) of every key the command names.
+    fn key_specs(&self) -> Vec<(usize, c_int)> {
         let (Some(keys_of), Some(get), Some(free)) = (
             api!(RedisModule_GetCommandKeysWithFlags),
             api!(RedisModule_CommandFilterArgGet),
             api!(RedisModule_Free),
         ) else {
-            return false;
+            return Vec::new();
         };
         let n = self.len();
         // SAFETY: live filter context; positions 0..n exist.
@@ -833,22 +942,32 @@ impl Filter {
                 &mut flags,
             )
         };
-        let mut writes = false;
-        if !flags.is_null() {
-            // SAFETY: the server wrote `count` flags.
-            let all = unsafe { std::slice::from_raw_parts(flags, count.max(0) as usize) };
-            let write_flags = (raw::REDISMODULE_CMD_KEY_RW
-                | raw::REDISMODULE_CMD_KEY_OW
-                | raw::REDISMODULE_CMD_KEY_RM) as c_int;
-            writes = all.iter().any(|f| f & write_flags != 0);
-            // SAFETY: allocated by the server for us; freed once.
-            unsafe { free(flags.cast::<c_void>()) };
-        }
+        let count = count.max(0) as usize;
+        let mut specs = Vec::new();
         if !positions.is_null() {
-            // SAFETY: as above.
+            // SAFETY: the server wrote `count` positions (and as many flags, if any).
+            let at = unsafe { std::slice::from_raw_parts(positions, count) };
+            let fl = if flags.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: as above.
+                unsafe { std::slice::from_raw_parts(flags, count) }
+            };
+            for (i, &pos) in at.iter().enumerate() {
+                if let Ok(pos) = usize::try_from(pos) {
+                    if pos < n {
+                        specs.push((pos, fl.get(i).copied().unwrap_or(0)));
+                    }
+                }
+            }
+            // SAFETY: allocated by the server for us; freed once.
             unsafe { free(positions.cast::<c_void>()) };
         }
-        writes
+        if !flags.is_null() {
+            // SAFETY: as above.
+            unsafe { free(flags.cast::<c_void>()) };
+        }
+        specs
     }
 
     /// Whether the client whose command this is is inside MULTI (so the command will be
@@ -1284,4 +1403,48 @@ impl InfoCtx {
         // SAFETY: live info ctx; both strings NUL-terminated, copied by the server.
         unsafe { f(self.0, name.as_ptr(), value.as_ptr()) };
     }
+}
+
+/// The module's detached context (see `make_detached_context`), as an address.
+static DETACHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Makes the module's detached thread-safe context (at load): a context for work from
+/// the command filter, which has none. Used on the main thread only, never locked there.
+pub fn make_detached_context(ctx: Ctx) -> bool {
+    let Some(make) = api!(RedisModule_GetDetachedThreadSafeContext) else {
+        return false;
+    };
+    // SAFETY: live load-time ctx; the detached context lives as long as the module.
+    let detached = unsafe { make(ctx.0) };
+    DETACHED.store(detached as usize, std::sync::atomic::Ordering::Release);
+    !detached.is_null()
+}
+
+/// The detached context, once made.
+pub fn detached_context() -> Option<Ctx> {
+    match DETACHED.load(std::sync::atomic::Ordering::Acquire) {
+        0 => None,
+        p => Some(Ctx(p as *mut RedisModuleCtx)),
+    }
+}
+
+/// Runs `callback` once after `ms` milliseconds (0: in the next event-loop iteration).
+pub fn start_timer(
+    ctx: Ctx,
+    ms: i64,
+    callback: unsafe extern "C" fn(*mut RedisModuleCtx, *mut c_void),
+) -> bool {
+    let Some(create) = api!(RedisModule_CreateTimer) else {
+        return false;
+    };
+    // SAFETY: live ctx; the callback is a plain function without data.
+    unsafe { create(ctx.0, ms, Some(callback), ptr::null_mut()) };
+    true
+}
+
+/// The kernel's clock ticks per second (for /proc times).
+pub fn clock_ticks_per_second() -> Option<f64> {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then_some(ticks as f64)
 }

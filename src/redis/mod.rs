@@ -21,6 +21,7 @@ mod replayer;
 mod restore;
 mod startup;
 mod state;
+mod warmup;
 
 use config::{Durability, Settings};
 use ffi::{
@@ -123,6 +124,7 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         mode: settings.mode,
         emulate_flush_delay_ns: settings.emulate_flush_delay_ns,
     };
+    let opened = std::time::Instant::now();
     let pool = match Pool::open_or_create(&options) {
         Ok(p) => p,
         Err(e) => {
@@ -130,8 +132,9 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
             return ERR;
         }
     };
-    let opened = std::time::Instant::now();
-    let keyspace = match pool.open_keyspace() {
+    // O(1): the walk that verifies the key space and finds its free space runs in the
+    // background once the server serves (see `warmup`).
+    let keyspace = match pool.open_keyspace_unwalked() {
         Ok(k) => k,
         Err(e) => {
             ctx.log(
@@ -156,10 +159,9 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
     ctx.log(
         "notice",
         &format!(
-            "redis-nvm: key space opened in {} ms: {} keys, {} heap bytes used; journal: {:?}",
+            "redis-nvm: pool opened in {} ms (superblock, journal, log tail): {} keys; journal: {:?}",
             opened.elapsed().as_millis(),
             replayer::PUBLISHED.keys.load(Ordering::Relaxed),
-            replayer::PUBLISHED.heap_used.load(Ordering::Relaxed),
             pool.info().journal,
         ),
     );
@@ -205,6 +207,7 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         Ordering::SeqCst,
     );
     *MODULE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Module::new(pool, settings, server));
+    with_module(|m| m.stats.pool_open_ms = opened.elapsed().as_millis() as u64);
 
     // NVM.INFO is allow-busy so that it answers (with the progress) during a long restore.
     let registered = ffi::create_command(
@@ -243,7 +246,8 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_LOADING, on_server_event)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SHUTDOWN, on_server_event)
-        && ffi::register_info(ctx, on_info);
+        && ffi::register_info(ctx, on_info)
+        && ffi::make_detached_context(ctx);
     if registered {
         let by_server = commands::ACL_CATEGORIES.iter().all(|(name, categories)| {
             ffi::set_command_acl_categories(ctx, name, categories) == Some(true)
@@ -481,6 +485,13 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             refuse(&f, Some(format!("ERR {SWAPDB_LOAD}")));
             return;
         }
+        if warmup::ACTIVE.load(Ordering::Relaxed) {
+            if let Some(why) = warmup::refusal_for(&f, name) {
+                refuse(&f, Some(why));
+                return;
+            }
+            warmup::fault_in(&f);
+        }
         let arg_bytes = argument_bytes(&f);
         if arg_bytes > BIG_WRITE && is_write(&f, name) {
             if let Some(why) = with_module(|m| m.refusal_for_need(arg_bytes)).flatten() {
@@ -661,6 +672,7 @@ unsafe extern "C" fn on_server_event(
             }
             // A negative db is FLUSHALL.
             if let Some(db) = ffi::flush_info_db(data) {
+                warmup::on_flush(u32::try_from(db).ok());
                 let (db, effect) = match u32::try_from(db) {
                     Ok(db) => (db, crate::effect::Effect::FlushDb),
                     Err(_) => (0, crate::effect::Effect::FlushAll),
@@ -681,6 +693,7 @@ unsafe extern "C" fn on_server_event(
             }
             if let Some((a, b)) = ffi::swap_info_dbs(data) {
                 if let (Ok(a), Ok(b)) = (u32::try_from(a), u32::try_from(b)) {
+                    warmup::on_swap(a, b);
                     with_module(|m| m.append(a, &[crate::effect::Effect::SwapDb { other: b }]));
                 }
             }

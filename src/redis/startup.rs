@@ -22,10 +22,9 @@ use super::ffi::{Ctx, Reply};
 use super::replayer;
 use super::restore;
 use super::state::{with_module, Refusal, CAPTURING};
-use crate::effect::decode;
-use crate::effect::{Effect, Value};
-use crate::keyspace::{StoredEntry, StoredValue};
-use crate::log::LogError;
+use crate::effect::Effect;
+use crate::keyspace::StoreError;
+use crate::replay::ReplayError;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -82,6 +81,7 @@ pub fn run(ctx: Ctx) {
     let Some(log_records) = with_module(|m| m.pool.log().record_count()) else {
         return;
     };
+    let (folded, damage) = fold_backlog(ctx);
     let keyspace_keys = replayer::PUBLISHED.keys.load(Ordering::Relaxed);
     let stored_functions = replayer::shared().and_then(|r| {
         let r = r.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,7 +97,7 @@ pub fn run(ctx: Ctx) {
             "warning",
             &format!(
                 "redis-nvm: the server loaded {server_keys} keys from RDB/AOF, but the NVM pool is the persistence \
-                 of record: discarding them and restoring the pool (the RDB/AOF files are left as they are on disk)"
+                 of record: discarding them and serving the pool (the RDB/AOF files are left as they are on disk)"
             ),
         );
         if let Err(e) = restore::flush_all(ctx) {
@@ -109,7 +109,7 @@ pub fn run(ctx: Ctx) {
         with_module(|m| m.stats.discarded_server_keys = server_keys);
     }
 
-    let (loaded, mut load_errors) = load_keyspace(ctx);
+    let mut restore_errors = 0;
     if has_records {
         // The pool's libraries replace whatever the server loaded from RDB/AOF.
         let restored = match &stored_functions {
@@ -120,15 +120,14 @@ pub fn run(ctx: Ctx) {
             },
         };
         if let Err(e) = restored {
-            load_errors += 1;
+            restore_errors += 1;
             ctx.log(
                 "warning",
                 &format!("redis-nvm: restoring the function libraries: {e}"),
             );
         }
     }
-    let (replayed, mut replay_errors, damage) = replay(ctx);
-    replay_errors += load_errors;
+    start_serving_keyspace(ctx, keyspace_keys);
     let log_capacity = with_module(|m| m.pool.log().capacity()).unwrap_or(0);
     if let Some(r) = replayer::shared() {
         if let Err(e) = replayer::start(r, log_capacity) {
@@ -172,20 +171,24 @@ pub fn run(ctx: Ctx) {
     ctx.select_db(0);
 
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let serving_at = process_age_ms();
     let summary = with_module(|m| {
         m.databases = databases;
-        m.stats.replayed_records = replayed;
-        m.stats.replay_errors = replay_errors;
+        m.stats.replayed_records = folded;
+        m.stats.replay_errors = restore_errors;
         m.stats.imported_keys = imported;
         m.stats.recovery_ms = elapsed_ms;
+        m.stats.serving_at_ms = serving_at;
         m.refusal = None;
         match &damage {
             Some(why) => m.refuse(Refusal::Corrupt(why.clone())),
             None => m.update_admission(),
         }
-        m.stats.loaded_keys = loaded;
+        m.stats.loaded_keys = keyspace_keys;
         format!(
-            "redis-nvm: loaded {loaded} keys from the key space and replayed {replayed} log records (last lsn {}) from {} in {elapsed_ms} ms; mode {}; {}",
+            "redis-nvm: serving at {} ms after the process started ({elapsed_ms} ms of start-up): {keyspace_keys} keys \
+             in the key space, {folded} log records folded into it first (last lsn {}), from {}; mode {}; {}",
+            serving_at.map_or("?".into(), |t| t.to_string()),
             m.pool.log().last_lsn(),
             m.pool.info().path.display(),
             m.pool.info().mode,
@@ -199,15 +202,17 @@ pub fn run(ctx: Ctx) {
         ctx.log(
             "warning",
             &format!(
-                "redis-nvm: POOL DAMAGED: {why}. Serving the {replayed} records before the damage; writes are refused. \
+                "redis-nvm: POOL DAMAGED: {why}. Serving the records before the damage; writes are refused. \
                  Copy the pool file aside, inspect it with `nvm-tool check`, then run NVM.REPAIR to drop the damaged tail"
             ),
         );
     }
-    if replay_errors > 0 {
+    if restore_errors > 0 {
         ctx.log(
             "warning",
-            &format!("redis-nvm: {replay_errors} records could not be applied during restore (see the lines above)"),
+            &format!(
+                "redis-nvm: {restore_errors} things could not be restored (see the lines above)"
+            ),
         );
     }
     if let Some(s) = summary {
@@ -216,96 +221,101 @@ pub fn run(ctx: Ctx) {
     CAPTURING.store(true, Ordering::SeqCst);
 }
 
-/// Replays every record; returns (applied, failed, damage description).
-fn replay(ctx: Ctx) -> (u64, u64, Option<String>) {
-    let mut applied = 0u64;
-    let mut failed = 0u64;
-    let Some(mut cursor) = with_module(|m| m.pool.log().head()) else {
-        return (0, 0, None);
+/// Folds the log's backlog into the key space, on the main thread before anything is
+/// served (the replayer thread is not running yet): then the key space alone is the
+/// data. Returns (records folded, damage that stopped it).
+fn fold_backlog(ctx: Ctx) -> (u64, Option<String>) {
+    let Some(shared) = replayer::shared() else {
+        return (0, None);
     };
-    loop {
-        // Read a bounded chunk under the lock, apply it without the lock (server calls can
-        // fire callbacks that take it), so memory stays bounded whatever the log's size.
-        let chunk = with_module(|m| {
-            let mut records = m.pool.log().records_from(cursor);
-            let mut chunk = Vec::new();
-            let mut bytes = 0usize;
-            while bytes < REPLAY_CHUNK_BYTES {
-                match records.next() {
-                    Some(item) => {
-                        bytes += item.as_ref().map(|r| r.payload.len() + 64).unwrap_or(0);
-                        chunk.push(item);
-                    }
-                    None => break,
+    let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((end, blobs)) = with_module(|m| {
+        (
+            m.pool.log().committed_end(),
+            m.pool.log().live_blobs().to_vec(),
+        )
+    }) else {
+        return (0, None);
+    };
+    let mut folded = 0;
+    let mut walked = false;
+    let damage = loop {
+        match r.drain(end) {
+            Ok(n) => {
+                folded += n;
+                break None;
+            }
+            // Opened without its walk, the key space only knows the top as free: find
+            // the rest (O(data), only for a pool this full) and go on.
+            Err(ReplayError::KeySpace(StoreError::HeapFull { .. }))
+                if !walked && !r.keyspace().free_space_known() =>
+            {
+                walked = true;
+                let began = Instant::now();
+                if let Err(e) = r.keyspace_mut().find_free_space(&blobs) {
+                    break Some(e.to_string());
                 }
-            }
-            cursor = records.cursor();
-            chunk
-        })
-        .unwrap_or_default();
-        if chunk.is_empty() {
-            return (applied, failed, None);
-        }
-        match replay_chunk(ctx, chunk, &mut applied, &mut failed) {
-            Some(damage) => return (applied, failed, Some(damage)),
-            None => continue,
-        }
-    }
-}
-
-/// How much log one replay step holds in memory.
-const REPLAY_CHUNK_BYTES: usize = 16 << 20;
-
-/// What clients are told while a long restore runs (after `busy-reply-threshold`).
-const RESTORING: &std::ffi::CStr =
-    c"redis-nvm is restoring its pool; NVM.INFO shows the progress. Retry shortly";
-
-/// Records between two offers to serve clients (the server decides when to actually do it).
-const YIELD_EVERY: u64 = 256;
-
-/// Applies a chunk of records; returns the damage description if it ends at damage.
-fn replay_chunk(
-    ctx: Ctx,
-    records: Vec<Result<crate::log::Record, LogError>>,
-    applied: &mut u64,
-    failed: &mut u64,
-) -> Option<String> {
-    for item in records {
-        let record = match item {
-            Ok(r) => r,
-            Err(LogError::Corrupt(c)) => return Some(c.to_string()),
-            Err(e) => return Some(e.to_string()),
-        };
-        let effect = match decode(record.kind, &record.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                return Some(format!(
-                "record at pool offset {} (lsn {}) passed its checksum but cannot be decoded: {e}",
-                record.offset, record.lsn
-            ))
-            }
-        };
-        if applied.is_multiple_of(YIELD_EVERY) {
-            with_module(|m| m.stats.replayed_records = *applied);
-            ctx.yield_to_clients(RESTORING);
-        }
-        if let Err(e) = restore::apply(ctx, record.db, &effect) {
-            *failed += 1;
-            if *failed <= 10 {
                 ctx.log(
-                    "warning",
+                    "notice",
                     &format!(
-                        "redis-nvm: lsn {} ({} in db {}): {e}",
-                        record.lsn,
-                        effect.name(),
-                        record.db
+                        "redis-nvm: the key space's top was full: walked it for free space in {} ms",
+                        began.elapsed().as_millis()
                     ),
                 );
             }
+            Err(e) => break Some(e.to_string()),
         }
-        *applied += 1;
+    };
+    let applied = r.applied();
+    with_module(|m| m.pool.log_mut().advance_head(applied));
+    replayer::publish_keyspace(&r);
+    (folded, damage)
+}
+
+/// Serves the key space: frozen and warmed up into DRAM behind the clients (see
+/// `warmup`), or, when it holds no key, its free space found at once.
+fn start_serving_keyspace(ctx: Ctx, keys: u64) {
+    let Some(shared) = replayer::shared() else {
+        return;
+    };
+    let blobs = with_module(|m| m.pool.log().live_blobs().to_vec()).unwrap_or_default();
+    if keys == 0 {
+        let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if !r.keyspace().free_space_known() {
+            if let Err(e) = r.keyspace_mut().find_free_space(&blobs) {
+                ctx.log(
+                    "warning",
+                    &format!("redis-nvm: the key space is damaged: {e}"),
+                );
+                with_module(|m| m.refuse(Refusal::Damaged(e.to_string())));
+            }
+        }
+        return;
     }
-    None
+    let save_points = super::warmup::suspend_save_points(ctx);
+    // The lock is held only to freeze and to make the views: no server call under it.
+    let frozen = {
+        let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = r.keyspace_mut().freeze();
+        super::warmup::Frozen::of(r.keyspace(), &snapshot, blobs)
+    };
+    super::warmup::begin(ctx, frozen, save_points);
+}
+
+/// Milliseconds since this process started (from /proc; `None` where it cannot tell).
+fn process_age_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 22 (starttime, clock ticks after boot) comes after the ")" of the name.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: f64 = after.split(' ').nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    let ticks = super::ffi::clock_ticks_per_second()?;
+    Some(((uptime - start_ticks / ticks) * 1000.0).max(0.0) as u64)
 }
 
 fn count_keys(ctx: Ctx, databases: u32) -> u64 {
@@ -318,6 +328,10 @@ fn count_keys(ctx: Ctx, databases: u32) -> u64 {
     ctx.select_db(0);
     total
 }
+
+/// What clients are told while a long import runs (after `busy-reply-threshold`).
+const RESTORING: &std::ffi::CStr =
+    c"redis-nvm is importing the keys the server loaded into its new pool; NVM.INFO shows the progress. Retry shortly";
 
 /// Logs every key of every db as a whole value (a migration into a new pool).
 fn import_loaded_keys(ctx: Ctx, databases: u32) -> u64 {
@@ -366,130 +380,6 @@ fn append_imported(ctx: Ctx, db: u32, effect: Effect) -> bool {
         }
         None => false,
     }
-}
-
-/// Loads every key of the key space into the server; returns (keys, failures).
-///
-/// A reader thread decodes the key space (address order, see `KeySpace::visit`) into
-/// batches while the main thread only inserts them: the server's own work (dict
-/// lookups, inserts, rehashing) is most of a load, and on a second core the decoding
-/// costs the main thread nothing.
-fn load_keyspace(ctx: Ctx) -> (u64, u64) {
-    let Some(shared) = replayer::shared() else {
-        return (0, 0);
-    };
-    let r = shared.lock().unwrap_or_else(|p| p.into_inner());
-    let keyspace = r.keyspace();
-    let mut loaded = 0u64;
-    let mut failed = 0u64;
-    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<LoadedKey>>(LOAD_QUEUE);
-    let read = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || {
-            let mut batch = Vec::with_capacity(LOAD_BATCH);
-            let result = keyspace.visit(|db, key, entry| {
-                batch.push((db, key.to_vec(), entry));
-                if batch.len() == LOAD_BATCH {
-                    // The main thread receives until this thread ends: a send cannot fail.
-                    let _ = batches.send(std::mem::take(&mut batch));
-                }
-                Ok(())
-            });
-            if !batch.is_empty() {
-                let _ = batches.send(batch);
-            }
-            result
-        });
-        for batch in received {
-            with_module(|m| m.stats.loaded_keys = loaded);
-            ctx.yield_to_clients(RESTORING);
-            for (db, key, entry) in batch {
-                if let Err(e) = load_key(ctx, db, &key, entry) {
-                    failed += 1;
-                    if failed <= 10 {
-                        ctx.log(
-                            "warning",
-                            &format!(
-                                "redis-nvm: loading key {:?} of db {db}: {e}",
-                                String::from_utf8_lossy(&key)
-                            ),
-                        );
-                    }
-                }
-                loaded += 1;
-            }
-        }
-        reader.join()
-    });
-    let problem = match read {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("the reader thread panicked".to_string()),
-    };
-    if let Some(e) = problem {
-        ctx.log(
-            "warning",
-            &format!("redis-nvm: the key space could not be read completely: {e} (see NVM.CHECK)"),
-        );
-        failed += 1;
-    }
-    (loaded, failed)
-}
-
-/// (db, key, stored entry), as the load's reader thread hands them over.
-type LoadedKey = (u32, Vec<u8>, StoredEntry);
-
-/// Keys per batch handed from the reader thread to the main thread, and batches queued.
-const LOAD_BATCH: usize = 256;
-const LOAD_QUEUE: usize = 64;
-
-/// Recreates one stored key in the server (strings straight through the key API).
-fn load_key(ctx: Ctx, db: u32, key: &[u8], entry: StoredEntry) -> Result<(), String> {
-    if let StoredValue::String(s) = &entry.value {
-        if !ctx.select_db(db) {
-            return Err(format!("cannot select db {db}"));
-        }
-        return ctx.put_string(key, s, entry.expire_at_ms);
-    }
-    for effect in effects_of(key, entry) {
-        restore::apply(ctx, db, &effect)?;
-    }
-    Ok(())
-}
-
-/// The effects that recreate a stored key in the server.
-fn effects_of(key: &[u8], entry: StoredEntry) -> Vec<Effect> {
-    let key = key.to_vec();
-    let put = |value| Effect::Put {
-        key: key.clone(),
-        value,
-        expire_at_ms: entry.expire_at_ms,
-    };
-    match entry.value {
-        StoredValue::String(s) => vec![put(Value::String(s))],
-        StoredValue::List(l) => vec![put(Value::List(l))],
-        StoredValue::Hash(h) => vec![put(Value::Hash(h))],
-        StoredValue::Set(v) => vec![put(Value::Set(v))],
-        StoredValue::Zset(z) => vec![put(Value::Zset(z))],
-        StoredValue::Stream { dump, ops } => {
-            let mut out = Vec::with_capacity(ops.len() + 2);
-            if let Some(d) = dump {
-                out.push(put(Value::StreamDump(d)));
-            }
-            out.extend(ops);
-            if dump_less_expiry(&out, entry.expire_at_ms) {
-                out.push(Effect::ExpireAt {
-                    key: key.clone(),
-                    at_ms: entry.expire_at_ms,
-                });
-            }
-            out
-        }
-    }
-}
-
-/// A stream rebuilt from its effects alone still needs its expiry.
-fn dump_less_expiry(effects: &[Effect], expire_at_ms: i64) -> bool {
-    expire_at_ms >= 0 && !matches!(effects.first(), Some(Effect::Put { .. }))
 }
 
 /// Says at load how the module coexists with RDB/AOF (read without command calls).

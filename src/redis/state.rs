@@ -43,8 +43,10 @@ pub enum Refusal {
     HeapFull { headroom: u64, reserve: u64 },
     /// A flush or write to the pool failed: nothing more can be made durable.
     Poisoned(String),
-    /// Recovery stopped at damage in the pool; writes would be appended after it.
+    /// Recovery stopped at damage in the pool's log; writes would be appended after it.
     Corrupt(String),
+    /// The warm-up's walk found damaged keys in the key space (they are not served).
+    Damaged(String),
     /// Start-up has not finished restoring the pool yet.
     Starting,
 }
@@ -60,6 +62,10 @@ pub struct Stats {
     pub loaded_keys: u64,
     pub replay_errors: u64,
     pub recovery_ms: u64,
+    /// Milliseconds from the process's start to serving (None: unknown).
+    pub serving_at_ms: Option<u64>,
+    /// Milliseconds the pool took to open (in OnLoad).
+    pub pool_open_ms: u64,
     pub discarded_server_keys: u64,
     pub imported_keys: u64,
     /// Writes that ran but whose effects could not be made durable (a media error after
@@ -201,9 +207,10 @@ impl Module {
     /// Re-evaluates whether writes may run (after an append, a repair, or start-up).
     pub fn update_admission(&mut self) {
         match self.refusal {
-            Some(Refusal::Poisoned(_)) | Some(Refusal::Corrupt(_)) | Some(Refusal::Starting) => {
-                return
-            }
+            Some(Refusal::Poisoned(_))
+            | Some(Refusal::Corrupt(_))
+            | Some(Refusal::Damaged(_))
+            | Some(Refusal::Starting) => return,
             _ => {}
         }
         // The key space has folded up to here: that log space is free again.
@@ -260,6 +267,11 @@ impl Module {
             Some(Refusal::Corrupt(why)) => format!(
                 "NVMCORRUPT the NVM pool {path} is damaged ({why}); the write was not executed. \
                  Reads serve the data before the damage; see NVM.CHECK, then NVM.REPAIR to drop the damaged tail"
+            ),
+            Some(Refusal::Damaged(why)) => format!(
+                "NVMCORRUPT the NVM pool {path} is damaged ({why}); the write was not executed. \
+                 The damaged keys are not served, the others are; copy the pool file aside and inspect it \
+                 with `nvm-tool check`"
             ),
             Some(Refusal::Starting) => "NVMLOADING redis-nvm is still restoring its pool".into(),
         }

@@ -214,8 +214,17 @@ impl ServerSpec {
         cmd
     }
 
-    /// Starts the server and waits until it answers PING.
+    /// Starts the server and waits until it answers PING and, with the module, until
+    /// its warm-up has brought the whole pool into memory (the tests of the warm-up
+    /// itself use `start_serving`).
     pub fn start(&self) -> Server {
+        let server = self.start_serving();
+        server.wait_warm();
+        server
+    }
+
+    /// Starts the server and waits until it answers PING (the warm-up may go on).
+    pub fn start_serving(&self) -> Server {
         let child = self
             .command()
             .spawn()
@@ -273,6 +282,24 @@ pub struct Server {
 }
 
 impl Server {
+    /// Waits until the module's warm-up is over (at once without the module).
+    pub fn wait_warm(&self) {
+        if self.spec.module_args.is_none() {
+            return;
+        }
+        // A raw connection: the redis crate's handshake (CLIENT SETINFO on Valkey) would
+        // show in the commandstats that tests compare with stock's.
+        let Ok(mut c) = RawConn::try_connect(self.spec.port) else {
+            return;
+        };
+        wait_until("the warm-up", Duration::from_secs(120), || {
+            match c.try_cmd(&["NVM.INFO"]) {
+                Ok(r) => !r.text().contains("warmup_state:running"),
+                Err(_) => true,
+            }
+        });
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
