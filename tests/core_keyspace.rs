@@ -274,3 +274,72 @@ fn the_heap_account_is_exact_after_every_batch() {
         check(&mut r, "at the end");
     }
 }
+
+/// NVM.SCAN's contract: a full iteration returns every key present throughout it, while
+/// the table grows (and shrinks) between the steps.
+#[test]
+fn a_scan_returns_every_key_present_throughout_across_resizes() {
+    let sim = CrashSim::new(POOL * 4);
+    let mut pool = Pool::from_media_with_log(Box::new(sim), true, 1 << 16).expect("pool");
+    let mut r = replayer(&pool);
+    let put = |k: String| Effect::Put {
+        key: k.into_bytes(),
+        value: Value::String(b"v".to_vec()),
+        expire_at_ms: NO_EXPIRE,
+    };
+    let fold = |pool: &mut Pool, r: &mut Replayer, effects: Vec<Effect>| {
+        for e in effects {
+            append_effect(pool, r, 0, &e).expect("append");
+        }
+        while step(pool, r).expect("folds") > 0 {}
+    };
+    fold(
+        &mut pool,
+        &mut r,
+        (0..200).map(|i| put(format!("stay:{i}"))).collect(),
+    );
+    for round in 0..2 {
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut cursor, mut steps) = (0u64, 0);
+        loop {
+            let (next, keys) = r.keyspace().scan(0, cursor, 64).expect("scans");
+            seen.extend(keys.into_iter().map(|m| String::from_utf8(m.key).unwrap()));
+            steps += 1;
+            // Between steps: grow the table (round 0) or shrink it back (round 1).
+            let churn: Vec<Effect> = (0..25)
+                .map(|i| {
+                    let k = format!("churn:{steps}:{i}");
+                    if round == 0 {
+                        put(k)
+                    } else {
+                        Effect::Delete {
+                            key: k.into_bytes(),
+                        }
+                    }
+                })
+                .collect();
+            fold(&mut pool, &mut r, churn);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        for i in 0..200 {
+            assert!(
+                seen.contains(&format!("stay:{i}")),
+                "round {round}: stay:{i} missed"
+            );
+        }
+        assert!(
+            steps > 3,
+            "round {round}: the table changed between several steps"
+        );
+    }
+    assert_eq!(r.keyspace().db_key_count(0).unwrap() >= 200, true);
+    let meta = r
+        .keyspace_mut()
+        .key_meta(0, b"stay:7")
+        .unwrap()
+        .expect("exists");
+    assert_eq!((meta.type_name, meta.expire_at_ms), ("string", NO_EXPIRE));
+}

@@ -26,11 +26,13 @@ mod dbs;
 mod deque;
 mod frozen;
 pub mod layout;
+mod reads;
 mod store;
 mod strings;
 mod table;
 mod walk;
 
+pub use reads::{type_name, KeyMeta};
 pub use walk::Walked;
 
 pub use store::{

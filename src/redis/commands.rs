@@ -16,6 +16,11 @@ pub const HELP: &[&str] = &[
     "NVM.INFO      -- the pool: path, persistence mode and why, size, log use, last lsn, state, counters.",
     "NVM.CHECK     -- re-reads the whole log: checksums, lsn order, and that every record decodes.",
     "NVM.REPAIR [FORCE] -- after damage was found: drops the log from the damaged record on, so writes are accepted again (FORCE: damage at the log's head, see the refusal).",
+    "NVM.GET key   -- the key as the NVM key space holds it, in this db: {type, ttl (ms, -1: none), value} (a map in RESP3), or nil.",
+    "NVM.TYPE key  -- its type in the NVM key space, or none.",
+    "NVM.TTL key / NVM.PTTL key -- its time to live there in seconds / ms (-1: none, -2: no key).",
+    "NVM.DBSIZE    -- keys of this db in the NVM key space.",
+    "NVM.SCAN cursor [MATCH pattern] [COUNT count] [TYPE type] -- like SCAN, over the NVM key space (served at any time, also while a restart's warm-up runs).",
     "NVM.HELP      -- this text.",
     "Also: INFO nvm; CONFIG GET nvm.*; the offline tool `nvm-tool check <pool>`.",
 ];
@@ -190,6 +195,12 @@ pub const ACL_CATEGORIES: &[(&str, &str)] = &[
     ("nvm.help", "fast"),
     ("nvm.check", "slow dangerous"),
     ("nvm.repair", "admin dangerous write"),
+    ("nvm.get", "read slow keyspace"),
+    ("nvm.type", "read fast keyspace"),
+    ("nvm.ttl", "read fast keyspace"),
+    ("nvm.pttl", "read fast keyspace"),
+    ("nvm.dbsize", "read fast keyspace"),
+    ("nvm.scan", "read slow keyspace"),
 ];
 
 /// True once the server took `ACL_CATEGORIES` itself.
@@ -198,7 +209,7 @@ pub static ACL_BY_SERVER: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// Whether the caller may run `command`, which is as powerful as `native`: always where
 /// the server checks categories; else by `native`'s permissions (a denial replies like
 /// the server's own and is in ACL LOG).
-fn permitted(ctx: Ctx, command: &str, native: &[&[u8]]) -> bool {
+pub(super) fn permitted(ctx: Ctx, command: &str, native: &[&[u8]]) -> bool {
     if ACL_BY_SERVER.load(std::sync::atomic::Ordering::Relaxed)
         || ctx.caller_may_run(native, command)
     {

@@ -415,6 +415,63 @@ impl Ctx {
         }
     }
 
+    /// Replies with a value tree (`Out`): maps, sets and doubles become RESP3 types for
+    /// a RESP3 client, and the server turns them into RESP2 arrays and bulk strings.
+    pub fn reply_value(self, value: &Out) {
+        // Each aggregate is followed by exactly its announced number of elements (a map:
+        // two per entry), as the server requires.
+        match value {
+            Out::Null => {
+                if let Some(f) = api!(RedisModule_ReplyWithNull) {
+                    // SAFETY: live ctx of a command callback.
+                    unsafe { f(self.0) };
+                }
+            }
+            Out::Int(n) => {
+                if let Some(f) = api!(RedisModule_ReplyWithLongLong) {
+                    // SAFETY: live ctx of a command callback.
+                    unsafe { f(self.0, *n) };
+                }
+            }
+            Out::Double(d) => {
+                if let Some(f) = api!(RedisModule_ReplyWithDouble) {
+                    // SAFETY: live ctx of a command callback.
+                    unsafe { f(self.0, *d) };
+                }
+            }
+            Out::Bulk(b) => {
+                if let Some(f) = api!(RedisModule_ReplyWithStringBuffer) {
+                    // SAFETY: live ctx; pointer and length describe `b`.
+                    unsafe { f(self.0, b.as_ptr() as *const c_char, b.len()) };
+                }
+            }
+            Out::Simple(s) => self.reply_simple(s),
+            Out::Array(items) | Out::Set(items) => {
+                let aggregate = match value {
+                    Out::Set(_) => api!(RedisModule_ReplyWithSet),
+                    _ => api!(RedisModule_ReplyWithArray),
+                };
+                if let Some(f) = aggregate {
+                    // SAFETY: live ctx; the items follow.
+                    unsafe { f(self.0, items.len() as c_long) };
+                }
+                for item in items {
+                    self.reply_value(item);
+                }
+            }
+            Out::Map(pairs) => {
+                if let Some(f) = api!(RedisModule_ReplyWithMap) {
+                    // SAFETY: live ctx; the pairs follow.
+                    unsafe { f(self.0, pairs.len() as c_long) };
+                }
+                for (k, v) in pairs {
+                    self.reply_value(k);
+                    self.reply_value(v);
+                }
+            }
+        }
+    }
+
     pub fn reply_array_of_text(self, lines: &[String]) {
         let (Some(arr), Some(buf)) = (
             api!(RedisModule_ReplyWithArray),
@@ -429,6 +486,19 @@ impl Ctx {
             unsafe { buf(self.0, line.as_ptr() as *const c_char, line.len()) };
         }
     }
+}
+
+/// A reply to build with `Ctx::reply_value`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    Null,
+    Int(i64),
+    Double(f64),
+    Bulk(Vec<u8>),
+    Simple(String),
+    Array(Vec<Out>),
+    Set(Vec<Out>),
+    Map(Vec<(Out, Out)>),
 }
 
 /// A string created in the server's memory, freed on drop.
@@ -1094,6 +1164,18 @@ pub fn server_version() -> Option<(u32, u32, u32)> {
 }
 
 pub fn create_command(ctx: Ctx, name: &str, f: CommandFn, flags: &str) -> bool {
+    create_keyed_command(ctx, name, f, flags, 0)
+}
+
+/// A module command whose key, if `key_at` is not 0, is its argument at that position
+/// (for ACL key patterns and cluster routing).
+pub fn create_keyed_command(
+    ctx: Ctx,
+    name: &str,
+    f: CommandFn,
+    flags: &str,
+    key_at: c_int,
+) -> bool {
     let (Ok(name), Ok(flags), Some(create)) = (
         CString::new(name),
         CString::new(flags),
@@ -1103,8 +1185,15 @@ pub fn create_command(ctx: Ctx, name: &str, f: CommandFn, flags: &str) -> bool {
     };
     // SAFETY: live OnLoad ctx; the server copies name and flags.
     unsafe {
-        create(ctx.0, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
-            == raw::REDISMODULE_OK as c_int
+        create(
+            ctx.0,
+            name.as_ptr(),
+            Some(f),
+            flags.as_ptr(),
+            key_at,
+            key_at,
+            key_at.min(1),
+        ) == raw::REDISMODULE_OK as c_int
     }
 }
 

@@ -17,6 +17,7 @@ mod ffi;
 mod functions;
 pub mod hints;
 mod rdb_string;
+mod reads;
 mod replayer;
 mod restore;
 mod startup;
@@ -235,7 +236,13 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         "nvm.refused",
         cmd_refused,
         "fast allow-loading allow-stale",
-    ) && ffi::register_filter(ctx, on_filter)
+    ) && ffi::create_keyed_command(ctx, "nvm.get", cmd_get, READ_FLAGS, 1)
+        && ffi::create_keyed_command(ctx, "nvm.type", cmd_type, READ_FLAGS_FAST, 1)
+        && ffi::create_keyed_command(ctx, "nvm.ttl", cmd_ttl, READ_FLAGS_FAST, 1)
+        && ffi::create_keyed_command(ctx, "nvm.pttl", cmd_pttl, READ_FLAGS_FAST, 1)
+        && ffi::create_command(ctx, "nvm.dbsize", cmd_dbsize, READ_FLAGS_FAST)
+        && ffi::create_command(ctx, "nvm.scan", cmd_scan, READ_FLAGS)
+        && ffi::register_filter(ctx, on_filter)
         && ffi::subscribe_keyspace(
             ctx,
             raw::REDISMODULE_NOTIFY_ALL | raw::REDISMODULE_NOTIFY_LOADED,
@@ -425,6 +432,11 @@ fn set_config(name: &str, value: &str) -> Result<(), String> {
 
 // ---- commands ------------------------------------------------------------------------
 
+/// Flags of the NVM key space's read commands: served while loading (they read the pool,
+/// not DRAM) and on a stale replica.
+const READ_FLAGS: &str = "readonly allow-loading allow-stale";
+const READ_FLAGS_FAST: &str = "readonly fast allow-loading allow-stale";
+
 /// Declares the server-facing callback of a module command: `$body(ctx)`, guarded.
 macro_rules! command_callback {
     ($name:ident, $what:literal, $body:path) => {
@@ -462,6 +474,12 @@ command_callback!(cmd_help, "NVM.HELP", commands::nvm_help);
 command_callback!(cmd_check, "NVM.CHECK", commands::nvm_check, with_args);
 command_callback!(cmd_repair, "NVM.REPAIR", commands::nvm_repair, with_args);
 command_callback!(cmd_refused, "refusal", commands::nvm_refused, with_args);
+command_callback!(cmd_get, "NVM.GET", reads::nvm_get, with_args);
+command_callback!(cmd_type, "NVM.TYPE", reads::nvm_type, with_args);
+command_callback!(cmd_ttl, "NVM.TTL", reads::nvm_ttl, with_args);
+command_callback!(cmd_pttl, "NVM.PTTL", reads::nvm_pttl, with_args);
+command_callback!(cmd_dbsize, "NVM.DBSIZE", reads::nvm_dbsize, with_args);
+command_callback!(cmd_scan, "NVM.SCAN", reads::nvm_scan, with_args);
 
 unsafe extern "C" fn on_info(ictx: *mut RedisModuleInfoCtx, _for_crash_report: c_int) {
     guarded(None, "INFO", (), || commands::info_section(InfoCtx(ictx)))

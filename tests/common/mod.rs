@@ -40,8 +40,12 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The module under test: target/release's, or `$REDIS_NVM_MODULE` (a build elsewhere).
 pub fn module_path() -> PathBuf {
-    repo().join("target/release/libredis_nvm.so")
+    match std::env::var_os("REDIS_NVM_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => repo().join("target/release/libredis_nvm.so"),
+    }
 }
 
 /// Builds the release module once per test binary if it is missing.
@@ -490,7 +494,8 @@ pub fn file_len(p: &Path) -> u64 {
 
 // ---- helpers added for tests/redis_safety.rs -------------------------------------------
 
-/// One RESP2 reply, exactly as the server sent it (errors stay inside arrays).
+/// One reply, exactly as the server sent it (errors stay inside arrays): RESP2, and the
+/// RESP3 types after `HELLO 3` (a verbatim string reads as a bulk one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resp {
     Simple(String),
@@ -498,6 +503,11 @@ pub enum Resp {
     Int(i64),
     Bulk(Option<Vec<u8>>),
     Array(Option<Vec<Resp>>),
+    /// RESP3 only.
+    Map(Vec<(Resp, Resp)>),
+    Set(Vec<Resp>),
+    Double(String),
+    Null,
 }
 
 impl Resp {
@@ -593,7 +603,7 @@ impl RawConn {
                 buf.truncate(n as usize);
                 Ok(Resp::Bulk(Some(buf)))
             }
-            b'*' => {
+            b'*' | b'~' => {
                 let n: i64 = body.parse().map_err(|_| bad())?;
                 if n < 0 {
                     return Ok(Resp::Array(None));
@@ -602,8 +612,30 @@ impl RawConn {
                 for _ in 0..n {
                     items.push(self.read()?);
                 }
-                Ok(Resp::Array(Some(items)))
+                Ok(if line[0] == b'~' {
+                    Resp::Set(items)
+                } else {
+                    Resp::Array(Some(items))
+                })
             }
+            b'%' => {
+                let n: usize = body.parse().map_err(|_| bad())?;
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pairs.push((self.read()?, self.read()?));
+                }
+                Ok(Resp::Map(pairs))
+            }
+            b'=' => {
+                let n: usize = body.parse().map_err(|_| bad())?;
+                let mut buf = vec![0u8; n + 2];
+                self.reader.read_exact(&mut buf)?;
+                buf.truncate(n);
+                // "txt:" and the text.
+                Ok(Resp::Bulk(Some(buf.split_off(4.min(n)))))
+            }
+            b',' => Ok(Resp::Double(body)),
+            b'_' => Ok(Resp::Null),
             _ => Err(bad()),
         }
     }
