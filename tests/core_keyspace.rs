@@ -335,7 +335,7 @@ fn a_scan_returns_every_key_present_throughout_across_resizes() {
             "round {round}: the table changed between several steps"
         );
     }
-    assert_eq!(r.keyspace().db_key_count(0).unwrap() >= 200, true);
+    assert!(r.keyspace().db_key_count(0).unwrap() >= 200);
     let meta = r
         .keyspace_mut()
         .key_meta(0, b"stay:7")
