@@ -56,6 +56,7 @@ on every path.
 
 import argparse
 import array
+import bisect
 import datetime
 import math
 import multiprocessing
@@ -312,13 +313,13 @@ class LoadClients:
         return sent, lats, codes, notes, errors
 
     def kill(self):
+        """Ends the clients at once (after stop() they have sent their samples and exited;
+        on an error path they may be blocked writing them to a pipe no one reads)."""
         self.flag.value = STOP
         for p, rd in self.procs:
             if p.is_alive():
-                p.join(timeout=2)
-            if p.is_alive():
                 p.kill()
-                p.join(timeout=10)
+            p.join(timeout=10)
             rd.close()
         self.procs = []
 
@@ -346,8 +347,12 @@ def pct(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
-def window_stats(sent, lats, codes, lo, hi, t0):
-    """Stats of the samples sent in [lo, hi) (ns): served requests' latency in ms."""
+def window_stats(sent, lats, codes, replies, lo, hi, t0):
+    """Stats of the samples sent in [lo, hi) (ns): served requests' latency in ms; and the
+    silences in `replies` (every reply any load client got, sorted) that start in the
+    window: with several closed-loop clients the server answers someone every few tens of
+    us, so a silence over STALL_MS is the server answering no one (or every client off
+    the CPU at once), where one slow request alone may be just its client descheduled."""
     served, slow = [], []
     n_get = n_set = not_served = errors = wrong = 0
     for s, lt, c in zip(sent, lats, codes):
@@ -370,11 +375,18 @@ def window_stats(sent, lats, codes, lo, hi, t0):
     served.sort()
     secs = max(0, hi - lo) / 1e9
     ms = (lambda v: None if v is None else v / 1e6)
+    silences = []
+    i, j = bisect.bisect_left(replies, lo), bisect.bisect_left(replies, hi)
+    for a, b in zip(replies[i:j], replies[i + 1:j + 1]):
+        if b - a > STALL_MS * 1e6:
+            silences.append(((a - t0) / 1e6, (b - a) / 1e6))
     return {"seconds": secs, "served": len(served), "gets": n_get, "sets": n_set,
             "ops_per_sec": len(served) / secs if secs > 0 else None,
             "not_served": not_served, "errors": errors, "wrong": wrong,
             "p50": ms(pct(served, 0.5)), "p99": ms(pct(served, 0.99)), "p999": ms(pct(served, 0.999)),
             "max": ms(served[-1] if served else None), "stalls": len(slow),
+            "silences": len(silences), "silence_max": max((x[1] for x in silences), default=0.0),
+            "longest_silences": sorted(silences, key=lambda x: -x[1])[:5],
             "worst": sorted(slow, key=lambda x: -x[1])[:5]}
 
 
@@ -401,14 +413,16 @@ def measure(cfg, ds, args, run_no):
     full_info = {}
     busy = status_polls = 0
     cpu_done = cpu_end = end_load = None
+    poll_times = []  # when each status reply arrived
     poll_ns, after_ns, timeout_ns = int(POLL * 1e9), int(args.after_seconds * 1e9), int(args.start_timeout * 1e9)
     status_cmd = ("NVM.INFO",) if srv.is_module else ("INFO", "persistence")
+    load_before = os.getloadavg()[0]
     t0 = now()
     srv.spawn()
     try:
         while True:
             t = now()
-            if first is not None and full is not None and t >= max(first, full) + after_ns:
+            if first is not None and full is not None and t >= full + after_ns:
                 break
             if t - t0 > timeout_ns:
                 raise HarnessError(f"{cfg.name}: not loaded {args.start_timeout}s after start "
@@ -468,6 +482,7 @@ def measure(cfg, ds, args, run_no):
                         raise HarnessError(f"{cfg.name}: {' '.join(status_cmd)} answered -{r}")
                     else:
                         status_polls += 1
+                        poll_times.append(tr)
                         info = D.parse_info(D.text(r))
                         loaded = (info.get("warmup_state") in ("done", "none") if srv.is_module
                                   else info.get("loading") == "0")
@@ -476,26 +491,45 @@ def measure(cfg, ds, args, run_no):
                             cpu_done = cpu_snapshot(srv.proc.pid)
         cpu_end, end_load = cpu_snapshot(srv.proc.pid), now()
         sent, lats, codes, notes, errors = clients.stop()
+    except OSError as e:
+        time.sleep(0.1)
+        if not srv.alive():
+            raise srv.died() from e
+        raise
     finally:
         clients.kill()
         for c in (probe, status):
             if c is not None:
                 c.close()
-    end = now()
     text = srv.log_since_start()
     s = {"first_ms": (first - t0) / 1e6, "full_ms": (full - t0) / 1e6, "accepted_ms": (accepted - t0) / 1e6,
          "busy": busy, "dbsize_during": dbsize_during, "client_notes": notes, "client_errors": errors,
          "requests": len(sent), "cpu": None}
     if cpu_done and cpu_end:
         up_s, after_s = (full - t0) / 1e9, (end_load - full) / 1e9
-        s["cpu"] = {"up": (cpu_done[0], cpu_done[1] - cpu_done[0], cpu_done[2] / up_s),
-                    "after": (cpu_end[0] - cpu_done[0], (cpu_end[1] - cpu_end[0]) - (cpu_done[1] - cpu_done[0]),
+        s["cpu"] = {"up": (cpu_done[0], max(0.0, cpu_done[1] - cpu_done[0]), cpu_done[2] / up_s),
+                    "after": (cpu_end[0] - cpu_done[0],
+                              max(0.0, (cpu_end[1] - cpu_end[0]) - (cpu_done[1] - cpu_done[0])),
                               (cpu_end[2] - cpu_done[2]) / after_s)}
+    replies = sorted(st + lt for st, lt in zip(sent, lats))
+    served = min(first, full)  # stock: loading:0 may be seen just before the probe's first read
     s["windows"] = {
-        "wait": window_stats(sent, lats, codes, accepted, first, t0),
-        "warm-up": window_stats(sent, lats, codes, first, max(first, full), t0),
-        "after": window_stats(sent, lats, codes, max(first, full), end, t0),
+        "wait": window_stats(sent, lats, codes, replies, accepted, served, t0),
+        "warm-up": window_stats(sent, lats, codes, replies, served, full, t0),
+        "after": window_stats(sent, lats, codes, replies, full, end_load, t0),
     }
+    s["loadavg"] = (load_before, os.getloadavg()[0])
+    # the longest wait for a status reply (one every 10 ms when the server is responsive)
+    gaps = {"warm-up": 0.0, "after": 0.0}
+    for a, b in zip(poll_times, poll_times[1:]):
+        w = "warm-up" if b <= full else "after"
+        gaps[w] = max(gaps[w], (b - a) / 1e6)
+    s["poll_gap_ms"] = gaps
+    s["poll_times"] = len(poll_times)
+    # requests in flight when the warm-up / load ended (sent before, answered within the
+    # last 5 ms before the done reply or later): the longest shows what ending it cost
+    s["end_stall_ms"] = max((lt / 1e6 for st, lt, c in zip(sent, lats, codes)
+                             if c in (GET_OK, SET_OK) and st < full and st + lt >= full - 5_000_000), default=None)
     if srv.is_module:
         ni = srv.nvm_info()
         s["nvm"] = {k: ni.get(k) for k in WARM_FIELDS}
@@ -525,6 +559,9 @@ def measure(cfg, ds, args, run_no):
     if srv.is_module:
         D.wait_folded(srv)  # the next restart starts from a folded pool, like the first
     srv.kill9()
+    if args.keep_logs:
+        Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+        Path(args.keep_logs, f"{cfg.name}-run{run_no}.log").write_text(srv.log_since_start())
     if notes:
         log(f"{cfg.name}: load clients: {'; '.join(notes)}")
     return s
@@ -571,7 +608,8 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
     add(f"- date: {started.isoformat(timespec='seconds')} (finished {finished.isoformat(timespec='seconds')})")
     add(f"- command: `{shlex.join(['python3', 'bench/restart.py'] + sys.argv[1:])}`")
     add(f"- host: {socket.gethostname()}, nproc: {len(os.sched_getaffinity(0))} (shared by the server, "
-        f"its threads, the {args.load_clients} load clients and the harness)")
+        f"its threads, the {args.load_clients} load clients and the harness, and whatever else runs: "
+        "see the load averages under Per restart)")
     add(f"- server: `{args.server}`: {D.run_version(args.server)}")
     add(f"- module: `{args.module}`" + ("" if Path(args.module).is_file() else " (NOT FOUND)")
         + f", pool size {args.pool_size}, pool dir `{pool_run}` ({D.fs_type(pool_run)})")
@@ -626,7 +664,8 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         + f": {'PASS' if not any(wrong.values()) and all(c.samples for c in cfgs) else 'FAIL'}")
     add("")
 
-    add("## Restart time under the client load (ms, median)")
+    under = "under the client load" if args.load_clients else "without a client load (--load-clients 0)"
+    add(f"## Restart time {under} (ms, median)")
     add("")
     add("| config | first read | fully loaded | server's own figure | probe -LOADING/-BUSY | raw first read "
         "| raw fully loaded |")
@@ -663,10 +702,10 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
     add("")
     if nfl is not None and meds.get("rdb", (None, None))[1] is not None:
         rfl = meds["rdb"][1]
-        add(f"target fully loaded (under load) <= {LOAD_TARGET_VS_RDB}x RDB: "
+        add(f"target fully loaded ({under}) <= {LOAD_TARGET_VS_RDB}x RDB: "
             f"{'PASS' if nfl <= LOAD_TARGET_VS_RDB * rfl else 'FAIL'} ({ratio(nfl, rfl)}: {fmt_ms(nfl)} vs {fmt_ms(rfl)} ms)")
     else:
-        add(f"target fully loaded (under load) <= {LOAD_TARGET_VS_RDB}x RDB: N/A (nvm or rdb not measured)")
+        add(f"target fully loaded ({under}) <= {LOAD_TARGET_VS_RDB}x RDB: N/A (nvm or rdb not measured)")
     add("")
 
     nvm = next((c for c in cfgs if c.name == "nvm" and c.samples), None)
@@ -677,11 +716,12 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         add("|---|---:|---|---|")
         rows = [
             ("pool opened (ms)", "log_open_ms", None, "log `pool opened in N ms`"),
-            ("serving at (ms after the process started)", "log_serving_ms", None, "log `serving at T ms`"),
+            ("serving at (ms after the process started)", "log_serving_ms", None,
+             "log `serving at T ms` (10 ms resolution)"),
             ("start-up (ms)", "log_startup_ms", None, "log `(S ms of start-up)`"),
             ("log records folded at start-up", "log_folded", None, "log `F log records folded`"),
             ("pool_open_ms", "pool_open_ms", "nvm", "NVM.INFO"),
-            ("serving_at_ms", "serving_at_ms", "nvm", "NVM.INFO"),
+            ("serving_at_ms", "serving_at_ms", "nvm", "NVM.INFO (from /proc tick counters: 10 ms resolution)"),
             ("warmup_ms", "warmup_ms", "nvm", "NVM.INFO"),
             ("warm-up done in (s)", "log_warm_s", None, "log `warm-up done in X s`"),
             ("warmup_keys_total", "warmup_keys_total", "nvm", "NVM.INFO"),
@@ -718,7 +758,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         add("")
         rate = D.median([float(s["nvm"]["warmup_keys_total"]) / float(s["nvm"]["warmup_ms"]) * 1000
                          for s in nvm.samples if s["nvm"].get("warmup_ms") not in (None, "0")])
-        add(f"warm-up rate under the load: {'-' if rate is None else f'{rate:.0f}'} keys/s (total / warmup_ms)")
+        add(f"warm-up rate {under}: {'-' if rate is None else f'{rate:.0f}'} keys/s (total / warmup_ms)")
         add("")
         add("whole-keyspace command while warming up (DBSIZE, sent once right after the first NVM.INFO "
             "poll): " + "; ".join(f"`{(s['dbsize_during'] or '(not sent: done before)')[:110]}`" for s in nvm.samples))
@@ -730,11 +770,14 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
         "start-up, requests queued until it serves; stock: the whole load, answered -LOADING = not "
         "served); **warm-up** = from the first read until fully loaded (module; stock: empty or a few ms); "
         f"**after** = the {args.after_seconds:g} s after. Latencies of served requests only; medians over "
-        "the runs, max = the worst run.")
+        "the runs, max = the worst run. A *silence* is a time in which no load client got any reply "
+        f"(with {args.load_clients} closed-loop clients the server answers one every few tens of us): the server "
+        "stalled, or every client was off the CPU at once; one slow request without a silence is its client "
+        "being descheduled.")
     add("")
     add("| config | window | seconds | served | ops/s | not served | errors/wrong | p50 | p99 | p99.9 | max "
-        f"| > {STALL_MS:g} ms |")
-    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        f"| > {STALL_MS:g} ms per run | silences > {STALL_MS:g} ms per run | longest silence |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in cfgs:
         if not c.samples:
             continue
@@ -746,7 +789,8 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
                 f"{'-' if ops is None else f'{ops:.0f}'} | {D.median([x['not_served'] for x in ws]):.0f} | "
                 f"{sum(x['errors'] + x['wrong'] for x in ws)} | {f3(wmed(c, w, 'p50'))} | {f3(wmed(c, w, 'p99'))} "
                 f"| {f3(wmed(c, w, 'p999'))} | {f3(worst([x['max'] for x in ws]))} "
-                f"| {'/'.join(str(x['stalls']) for x in ws)} |")
+                f"| {'/'.join(str(x['stalls']) for x in ws)} | {'/'.join(str(x['silences']) for x in ws)} "
+                f"| {f3(worst([x['silence_max'] for x in ws]))} |")
     add("")
     if nvm is not None:
         pw, pa = wmed(nvm, "warm-up", "p999"), wmed(nvm, "after", "p999")
@@ -757,8 +801,13 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
             add(f"target p99.9 warm-up <= {P999_TARGET_RATIO:g}x after (module): "
                 f"{'PASS' if pw <= P999_TARGET_RATIO * pa else 'FAIL'} ({f3(pw)} vs {f3(pa)} ms: {ratio(pw, pa)})")
         add("")
+        ww = worst([s["windows"]["warm-up"]["silence_max"] for s in nvm.samples])
         add(f"target no stall > {STALL_MS:g} ms while warming up (module, worst run): "
-            + ("N/A" if mw is None else f"{'PASS' if mw <= STALL_MS else 'FAIL'} (max {f3(mw)} ms)"))
+            + ("N/A" if mw is None else f"{'PASS' if mw <= STALL_MS else 'FAIL'} (max {f3(mw)} ms; the longest "
+               f"silence, no client answered: {f3(ww)} ms)"))
+        add("")
+        add("longest request in flight when the warm-up ended (sent before the done reply, answered in the "
+            "5 ms before it or later), per run: " + " / ".join(fmt_ms(s["end_stall_ms"]) for s in nvm.samples) + " ms")
         add("")
         mwait = worst([s["windows"]["wait"]["max"] for s in nvm.samples])
         add(f"module wait window: requests sent before it served waited up to {f3(mwait)} ms (not part of the "
@@ -773,6 +822,12 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
             add(f"module requests over {STALL_MS:g} ms (run, window, sent at ms after spawn, latency ms, op; "
                 "the 5 slowest per window): "
                 + "; ".join(f"run {r} {w} @{t:.0f}: {lt:.2f} {op}" for r, w, (t, lt, op) in slow))
+            add("")
+        sil = [(r + 1, w, x) for r, s in enumerate(nvm.samples) for w in ("warm-up", "after")
+               for x in s["windows"][w]["longest_silences"]]
+        if sil:
+            add(f"module silences over {STALL_MS:g} ms (run, window, from ms after spawn, length ms; the 5 longest "
+                "per window): " + "; ".join(f"run {r} {w} @{t:.0f}: {g:.2f}" for r, w, (t, g) in sil))
             add("")
 
     refs = [c for c in cfgs if c.name != "nvm" and c.samples]
@@ -802,15 +857,18 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
     add("### Per restart")
     add("")
     add("| config | run | first read | fully loaded | port accepted | requests | "
-        "wait: served / not served / max | warm-up: served / p99.9 / max | after: served / p99.9 / max |")
-    add("|---|---:|---:|---:|---:|---:|---|---|---|")
+        "wait: served / not served / max | warm-up: served / p99.9 / max | after: served / p99.9 / max "
+        "| longest status-reply gap warm-up / after | host load avg (1 min) before / after |")
+    add("|---|---:|---:|---:|---:|---:|---|---|---|---|---|")
     for c in cfgs:
         for r, s in enumerate(c.samples):
             W = s["windows"]
             add(f"| {c.name} | {r + 1} | {fmt_ms(s['first_ms'])} | {fmt_ms(s['full_ms'])} | {fmt_ms(s['accepted_ms'])} "
                 f"| {s['requests']} | {W['wait']['served']} / {W['wait']['not_served']} / {f3(W['wait']['max'])} "
                 f"| {W['warm-up']['served']} / {f3(W['warm-up']['p999'])} / {f3(W['warm-up']['max'])} "
-                f"| {W['after']['served']} / {f3(W['after']['p999'])} / {f3(W['after']['max'])} |")
+                f"| {W['after']['served']} / {f3(W['after']['p999'])} / {f3(W['after']['max'])} "
+                f"| {fmt_ms(s['poll_gap_ms']['warm-up'])} / {fmt_ms(s['poll_gap_ms']['after'])} "
+                f"| {s['loadavg'][0]:.2f} / {s['loadavg'][1]:.2f} |")
     add("")
     notes = [(c.name, r + 1, n) for c in cfgs for r, s in enumerate(c.samples)
              for n in s["client_notes"] + s["client_errors"]]
@@ -857,12 +915,15 @@ def parse_args():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     D.add_harness_args(ap, ALL_CONFIGS, "RDB, AOF and logs")
     ap.add_argument("--runs", type=int, default=3, help="restarts per config (median reported)")
-    ap.add_argument("--load-clients", type=int, default=4, help="client load processes (one connection each; 0: restart without a load)")
+    ap.add_argument("--load-clients", type=int, default=4,
+                    help="client load processes (one connection each; 0: restart without a load)")
     ap.add_argument("--set-ratio", type=float, default=0.5, help="share of SETs in the client load")
     ap.add_argument("--after-seconds", type=float, default=5.0,
                     help="how long the client load runs on after the server is fully loaded")
     ap.add_argument("--port-base", type=int, default=0,
                     help="ports base, base+1, base+2 for nvm, rdb, aof (0: free ports)")
+    ap.add_argument("--keep-logs", metavar="DIR",
+                    help="copy each restart's server log to DIR/<config>-run<N>.log (the work dir is deleted)")
     ap.add_argument("--start-timeout", type=float, default=900,
                     help="seconds a start or restart may take until fully loaded")
     args = ap.parse_args()

@@ -14,8 +14,8 @@
 
 use super::layout::*;
 use super::store::{corrupt, Snapshot, Store};
-use super::walk::Walked;
-use super::{ApplyStats, KeySpace, Layout, StoreError, StoredEntry};
+use super::walk::{Inline, Walked};
+use super::{ApplyStats, KeySpace, Layout, StoreError, StoredEntry, StoredValue};
 use crate::log::BlobRef;
 use crate::pmem::Media;
 use std::sync::Arc;
@@ -105,9 +105,23 @@ impl KeySpace {
         blobs: &[BlobRef],
         on_key: &mut dyn FnMut(u32, Vec<u8>, StoredEntry) -> Result<(), StoreError>,
     ) -> Result<Walked, StoreError> {
-        self.walk_marking(true, blobs, &mut |db, item| {
-            let (key, entry) = self.entry_of(item, false)?;
-            on_key(db, key, entry)
+        self.walk_marking(true, blobs, &mut |db, item, inline| match inline {
+            Some(Inline { key, value }) => {
+                let expire_at_ms = self.store.read_word(item + KEY_EXPIRE)? as i64;
+                let value = StoredValue::String(value);
+                on_key(
+                    db,
+                    key,
+                    StoredEntry {
+                        value,
+                        expire_at_ms,
+                    },
+                )
+            }
+            None => {
+                let (key, entry) = self.entry_of(item, false)?;
+                on_key(db, key, entry)
+            }
         })
     }
 

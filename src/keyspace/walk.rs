@@ -24,7 +24,7 @@ impl KeySpace {
         verify: bool,
         live_blobs: Option<&[BlobRef]>,
     ) -> Result<CheckReport, StoreError> {
-        let walked = self.walk_marking(verify, live_blobs.unwrap_or(&[]), &mut |_, _| Ok(()))?;
+        let walked = self.walk_marking(verify, live_blobs.unwrap_or(&[]), &mut |_, _, _| Ok(()))?;
         if live_blobs.is_some() && walked.report.problems.is_empty() {
             let runs = walked.reachable().collect::<Vec<_>>();
             self.store.rebuild_free(runs.into_iter());
@@ -33,14 +33,14 @@ impl KeySpace {
     }
 
     /// Marks every block the key space reaches (and `blobs`), checking structure (and
-    /// checksums with `verify`), and calls `on_key(db, key item)` for every key whose
+    /// checksums with `verify`), and calls `on_key(db, key item, inline)` for every key whose
     /// value walked without a problem. A damaged key is reported and skipped; the walk
     /// goes on with the next one.
     pub(super) fn walk_marking(
         &self,
         verify: bool,
         blobs: &[BlobRef],
-        on_key: &mut dyn FnMut(u32, u64) -> Result<(), StoreError>,
+        on_key: &mut dyn FnMut(u32, u64, Option<Inline>) -> Result<(), StoreError>,
     ) -> Result<Walked, StoreError> {
         let (start, _) = self.store.heap_range();
         let top = self.store.top();
@@ -84,7 +84,7 @@ impl KeySpace {
             }
         }
         for (db, t) in self.dbs_with_tables()? {
-            let mut keys = |item: u64| on_key(db, item);
+            let mut keys = |item: u64, inline: Option<Inline>| on_key(db, item, inline);
             let res = self.walk_coll(t, VT_KEYS, verify, &mut report, &mut mark, &mut keys);
             if let Err(e) = res {
                 report.problems.push(problem_of(e)?);
@@ -108,7 +108,7 @@ impl KeySpace {
         verify: bool,
         report: &mut CheckReport,
         mark: &mut impl FnMut(u64, u64, &mut CheckReport) -> bool,
-        on_key: &mut dyn FnMut(u64) -> Result<(), StoreError>,
+        on_key: &mut dyn FnMut(u64, Option<Inline>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let c = self.coll(off)?;
         if c.vtype != expect {
@@ -140,7 +140,7 @@ impl KeySpace {
                 continue;
             }
             let problems = report.problems.len();
-            let (h, a, _) = match self.item_parts(item, verify) {
+            let (h, a, b) = match self.item_parts(item, verify) {
                 Ok(parts) => parts,
                 // A damaged key is one problem; the walk goes on with the next key.
                 Err(e) if expect == VT_KEYS => {
@@ -173,14 +173,16 @@ impl KeySpace {
                 }
                 if h.vtype != VT_STRING {
                     let coll = self.store.read_word(item + KEY_COLL)?;
-                    let mut no_keys = |_: u64| Ok(());
+                    let mut no_keys = |_: u64, _: Option<Inline>| Ok(());
                     let res = self.walk_coll(coll, h.vtype, verify, report, mark, &mut no_keys);
                     if let Err(e) = res {
                         report.problems.push(problem_of(e)?);
                     }
                 }
                 if report.problems.len() == problems {
-                    on_key(item)?;
+                    // An inline string's parts are read already: hand them over.
+                    let inline = (h.vtype == VT_STRING).then_some(Inline { key: a, value: b });
+                    on_key(item, inline)?;
                 }
             } else {
                 report.members += 1;
@@ -188,6 +190,12 @@ impl KeySpace {
         }
         Ok(())
     }
+}
+
+/// A key item's key and inline string value, as the walk read them.
+pub struct Inline {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// What a marking walk found: its report, and the grains it reached.

@@ -148,6 +148,7 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         ("warmup_damaged", warm.damaged.to_string()),
         ("warmup_slices", warm.slices.to_string()),
         ("warmup_longest_slice_us", warm.longest_slice_us.to_string()),
+        ("warmup_waits_for_the_walk", warm.waits.to_string()),
         ("warmup_ms", warm.duration_ms.to_string()),
         (
             "unsupported_type_events",

@@ -1537,3 +1537,14 @@ pub fn clock_ticks_per_second() -> Option<f64> {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (ticks > 0).then_some(ticks as f64)
 }
+
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19): a background
+/// thread that must yield the CPU to the main thread.
+pub fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours;
+    // on Linux, PRIO_PROCESS with a thread id sets that thread's nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}

@@ -80,6 +80,8 @@ struct Running {
     began: Instant,
     slices: u64,
     longest_slice: Duration,
+    /// Slices that found nothing decoded yet (the walker is the bottleneck).
+    waits: u64,
     /// The `save` setting to put back at the end (automatic saves are off meanwhile).
     saved_save_points: Option<Vec<u8>>,
 }
@@ -95,6 +97,7 @@ pub struct Progress {
     pub damaged: u64,
     pub slices: u64,
     pub longest_slice_us: u64,
+    pub waits: u64,
     pub duration_ms: u64,
 }
 
@@ -158,6 +161,8 @@ pub fn begin(ctx: Ctx, frozen: Frozen, saved_save_points: Option<Vec<u8>>) {
     let spawned = std::thread::Builder::new()
         .name("nvm-warmup".into())
         .spawn(move || {
+            // Below the main thread, whose slices it must not delay on a small machine.
+            ffi::lower_this_threads_priority();
             let mut batch = Vec::with_capacity(BATCH);
             let walked = walker_view.walk_frozen(&blobs, &mut |db, key, entry| {
                 batch.push((db, key, entry));
@@ -192,6 +197,7 @@ pub fn begin(ctx: Ctx, frozen: Frozen, saved_save_points: Option<Vec<u8>>) {
         began: Instant::now(),
         slices: 0,
         longest_slice: Duration::ZERO,
+        waits: 0,
         saved_save_points,
     });
     *PROGRESS.lock().unwrap_or_else(|p| p.into_inner()) = Progress {
@@ -246,7 +252,10 @@ fn slice(ctx: Ctx) -> Option<i64> {
         let next = with_running(next_step);
         match next {
             None => return None,
-            Some(Step::Wait) => break,
+            Some(Step::Wait) => {
+                with_running(|r| r.waits += 1);
+                break;
+            }
             Some(Step::Again) => {}
             Some(Step::Finish) => {
                 let took = began.elapsed();
@@ -257,20 +266,48 @@ fn slice(ctx: Ctx) -> Option<i64> {
                 finish(ctx);
                 return None;
             }
-            Some(Step::Insert(db, key, entry)) => {
+            Some(Step::Insert(keys)) => {
                 did_anything = true;
-                if element_count(&entry) > CHUNK {
-                    let p = Partial {
-                        db,
-                        key,
-                        entry,
-                        done: 0,
-                    };
-                    with_running(|r| r.partial = Some(p));
-                    continue;
+                let now = now_ms();
+                let (mut loaded, mut dropped) = (0, 0);
+                let mut keys = keys.into_iter();
+                let mut i = 0;
+                while let Some((_, db, key, entry)) = keys.next() {
+                    i += 1;
+                    if element_count(&entry) > CHUNK {
+                        let p = Partial {
+                            db,
+                            key,
+                            entry,
+                            done: 0,
+                        };
+                        with_running(|r| r.partial = Some(p));
+                        break; // the batch ends at a big value (`next_step`)
+                    }
+                    match bring_in(ctx, db, &key, entry, Check::Settled, now) {
+                        Ok(true) => loaded += 1,
+                        other => {
+                            dropped += 1;
+                            if let Err(e) = other {
+                                log_failure(ctx, &key, db, &e);
+                            }
+                        }
+                    }
+                    // The clock is read every few keys: a key takes ~1-2 us.
+                    if i % 16 == 0 && Instant::now() >= deadline {
+                        break;
+                    }
                 }
-                let inserted = bring_in(ctx, db, &key, entry, Check::Settled);
-                count(inserted, &key, db, ctx, |b| &mut b.loaded);
+                with_running(|r| {
+                    r.book.loaded += loaded;
+                    r.book.dropped += dropped;
+                    // What the deadline left goes back to the front of the queue (as frozen
+                    // keys: a SWAPDB may move them before their turn comes again).
+                    let rest: Vec<_> = keys.collect();
+                    for (frozen_db, _, key, entry) in rest.into_iter().rev() {
+                        r.pending.push_front((frozen_db, key, entry));
+                    }
+                });
             }
         }
         if Instant::now() >= deadline {
@@ -302,22 +339,31 @@ fn next_step(r: &mut Running) -> Step {
     if !r.book.anything_left() {
         r.pending.clear();
     }
-    match r.pending.pop_front() {
-        Some((frozen_db, key, entry)) => {
-            if r.book.is_settled(&key) {
-                r.book.dropped += 1;
-                return Step::Again;
-            }
-            match r.book.place(frozen_db) {
-                Some(db) => Step::Insert(db, key, entry),
-                None => {
-                    r.book.dropped += 1;
-                    Step::Again
-                }
-            }
+    let mut batch = Vec::new();
+    while batch.len() < KEYS_PER_STEP {
+        let Some((frozen_db, key, entry)) = r.pending.pop_front() else {
+            break;
+        };
+        if r.book.is_settled(&key) {
+            r.book.dropped += 1;
+            continue;
         }
-        None if r.walked.is_some() && !r.book.anything_left() => Step::Finish,
-        None if r.walked.is_some() => match r.from_walker.try_recv() {
+        let Some(db) = r.book.place(frozen_db) else {
+            r.book.dropped += 1;
+            continue;
+        };
+        let big = element_count(&entry) > CHUNK;
+        batch.push((frozen_db, db, key, entry));
+        if big {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        return Step::Insert(batch);
+    }
+    match r.walked {
+        Some(_) if !r.book.anything_left() => Step::Finish,
+        Some(_) => match r.from_walker.try_recv() {
             Ok(FromWalker::Keys(keys)) => {
                 r.pending.extend(keys);
                 Step::Again
@@ -328,11 +374,15 @@ fn next_step(r: &mut Running) -> Step {
     }
 }
 
+/// Keys taken from the queue per look at it (the lock is taken once for them).
+const KEYS_PER_STEP: usize = 64;
+
 enum Step {
     Wait,
     Again,
     Finish,
-    Insert(u32, Vec<u8>, StoredEntry),
+    /// Keys to insert now, with their frozen db and the db they go to (a big value last).
+    Insert(Vec<(u32, u32, Vec<u8>, StoredEntry)>),
 }
 
 /// Counts an insert's outcome in `which` (inserted) or as dropped, and logs a failure.
@@ -348,14 +398,18 @@ fn count(
         _ => r.book.dropped += 1,
     });
     if let Err(e) = inserted {
-        ctx.log(
-            "warning",
-            &format!(
-                "redis-nvm: bringing key {:?} of db {db} into memory: {e}",
-                String::from_utf8_lossy(key)
-            ),
-        );
+        log_failure(ctx, key, db, &e);
     }
+}
+
+fn log_failure(ctx: Ctx, key: &[u8], db: u32, e: &str) {
+    ctx.log(
+        "warning",
+        &format!(
+            "redis-nvm: bringing key {:?} of db {db} into memory: {e}",
+            String::from_utf8_lossy(key)
+        ),
+    );
 }
 
 /// Inserts the next chunks of a big value until `deadline` (none: to the end). Returns
@@ -412,6 +466,7 @@ fn publish(r: &Running) {
     p.dropped = r.book.dropped;
     p.slices = r.slices;
     p.longest_slice_us = r.longest_slice.as_micros() as u64;
+    p.waits = r.waits;
     p.duration_ms = r.began.elapsed().as_millis() as u64;
 }
 
@@ -540,7 +595,7 @@ fn fault_in_key(ctx: Ctx, key: &[u8]) {
     })
     .unwrap_or_default();
     for (db, entry) in found {
-        let inserted = bring_in(ctx, db, key, entry, Check::InDram);
+        let inserted = bring_in(ctx, db, key, entry, Check::InDram, now_ms());
         count(inserted, key, db, ctx, |b| &mut b.faulted);
     }
 }
@@ -563,11 +618,12 @@ fn bring_in(
     key: &[u8],
     entry: StoredEntry,
     check: Check,
+    now: i64,
 ) -> Result<bool, String> {
     if ctx.selected_db() != db && !ctx.select_db(db) {
         return Err(format!("cannot select db {db}"));
     }
-    if expired(entry.expire_at_ms, now_ms()) {
+    if expired(entry.expire_at_ms, now) {
         drop_expired(db, key);
         return Ok(false);
     }
