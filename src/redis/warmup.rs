@@ -272,7 +272,7 @@ fn slice(ctx: Ctx) -> Option<i64> {
                 let (mut loaded, mut dropped) = (0, 0);
                 let mut keys = keys.into_iter();
                 let mut i = 0;
-                while let Some((_, db, key, entry)) = keys.next() {
+                for (_, db, key, entry) in keys.by_ref() {
                     i += 1;
                     if element_count(&entry) > CHUNK {
                         let p = Partial {
