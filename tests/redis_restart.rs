@@ -9,7 +9,8 @@
 //!   FLUSHDB and SWAPDB) gets the stock answers.
 //! - SIGKILL during the warm-up, then restart: nothing lost, nothing resurrected.
 //! - Whole-keyspace commands during the warm-up answer like stock or get a retryable
-//!   `-LOADING`; BGSAVE and a replica's sync wait for the warm-up, then hold every key.
+//!   `-LOADING`; BGSAVE and a replica's sync wait for the warm-up, then hold every key;
+//!   the save points are off during it (SAVE, SHUTDOWN SAVE refused) and back after.
 //!
 //! (A flipped byte found by the warm-up's walk: `tests/redis_safety.rs`.)
 
@@ -269,7 +270,10 @@ fn info_field(c: &mut RawConn, field: &str) -> String {
 /// A module server holding the dataset (plus an unfolded backlog), SIGKILLed, and the
 /// time the kill took place.
 fn killed_module_with_dataset(flavor: Flavor, dir: &TestDir, data: &[Vec<String>]) -> ServerSpec {
-    let spec = ServerSpec::module(flavor, dir).with_module_arg("size", "512mb");
+    // A save point that never fires in a test (it checks the warm-up turns it off).
+    let spec = ServerSpec::module(flavor, dir)
+        .with_module_arg("size", "512mb")
+        .with_extra(&["--save", "3600 1"]);
     let server = spec.start();
     let mut c = RawConn::connect(server.spec.port);
     feed(&mut c, data);
@@ -458,11 +462,33 @@ fn whole_keyspace_commands_wait_for_the_warm_up_and_nothing_copies_a_partial_dat
             loading_seen >= 6,
             "{flavor:?}: the warm-up ended before the checks ({loading_seen})"
         );
+        // No automatic save, SHUTDOWN SAVE or new save point writes a partial RDB.
+        assert_eq!(
+            c.cmd(&["CONFIG", "GET", "save"]).items()[1].text(),
+            "",
+            "{flavor:?}"
+        );
+        for a in [
+            &["SHUTDOWN", "SAVE"][..],
+            &["CONFIG", "SET", "save", "1 1"],
+            &["SAVE"],
+        ] {
+            let e = c.cmd(a);
+            assert!(
+                e.err().is_some_and(|e| e.starts_with("LOADING")),
+                "{flavor:?} {a:?}: {e:?}"
+            );
+        }
         // Commands that are not whole-keyspace are served during the warm-up.
         assert_eq!(c.cmd(&["INFO", "memory"]).err(), None);
         assert_eq!(c.cmd(&["SORT", "l:1", "BY", "nosort", "ALPHA"]).err(), None);
 
         server.wait_warm();
+        assert_eq!(
+            c.cmd(&["CONFIG", "GET", "save"]).items()[1].text(),
+            "3600 1",
+            "{flavor:?}"
+        );
         let mut keys: Vec<String> = c
             .cmd(&["KEYS", "*"])
             .items()
