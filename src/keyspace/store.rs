@@ -206,8 +206,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The frozen value of the word at `off`. The lock orders this read against a
-    /// commit's saving and overwriting of the same word.
+    /// The frozen value of the word at `off`. A commit saves every word it will
+    /// overwrite under the lock before it overwrites any: a word not saved yet still
+    /// holds its frozen value.
     fn read(&self, media: &dyn Media, off: u64) -> Result<u64, MediaError> {
         let saved = self.preimages.lock().unwrap_or_else(|p| p.into_inner());
         match saved.get(&off) {
@@ -594,23 +595,21 @@ impl Store {
             self.media
                 .store_u64_persistent(self.journal.word, entries)?;
             self.media.fence()?;
-            // 3. In place (a kept snapshot first saves what it will read).
-            let mut saved = self.snapshot.as_ref().map(|s| {
-                (
-                    s.below,
-                    s.preimages.lock().unwrap_or_else(|p| p.into_inner()),
-                )
-            });
-            for (o, v) in &pairs {
-                if let Some((below, saved)) = saved.as_mut() {
-                    if *o < *below && !saved.contains_key(o) {
+            // 3. In place. A kept snapshot first saves what it will read, all at once (a
+            // view's reader holds the lock only per word: a reader that finds no saved
+            // word reads it before this batch overwrites it).
+            if let Some(s) = &self.snapshot {
+                let mut saved = s.preimages.lock().unwrap_or_else(|p| p.into_inner());
+                for (o, _) in &pairs {
+                    if *o < s.below && !saved.contains_key(o) {
                         saved.insert(*o, self.media.load_u64(*o)?);
                     }
                 }
+            }
+            for (o, v) in &pairs {
                 self.media.store_u64_atomic(*o, *v)?;
                 self.media.flush(*o, 8)?;
             }
-            drop(saved);
             self.media.fence()?;
             // 4. Done: the journal may be reused.
             self.media.store_u64_persistent(self.journal.word, 0)?;

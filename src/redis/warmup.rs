@@ -476,16 +476,28 @@ fn publish(r: &Running) {
 /// name), whole-keyspace commands refused, and writes refused.
 fn finish(ctx: Ctx) {
     let mut guard = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(r) = guard.take() else {
+    let Some(mut r) = guard.take() else {
         return;
     };
     publish(&r);
     let mut damaged = 0;
-    match &r.walked {
+    match r.walked.take() {
         Some(Ok(walked)) if walked.report.problems.is_empty() => {
+            // Giving the free space back walks the marks (O(heap)): on a thread, under
+            // the key space's lock (the replayer waits, not the clients).
             if let Some(shared) = replayer::shared() {
-                let mut rep = shared.lock().unwrap_or_else(|p| p.into_inner());
-                rep.keyspace_mut().end_freeze(walked);
+                let handed = std::thread::Builder::new()
+                    .name("nvm-freespace".into())
+                    .spawn(move || {
+                        let mut rep = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        rep.keyspace_mut().end_freeze(&walked);
+                    });
+                if let Err(e) = handed {
+                    ctx.log(
+                        "warning",
+                        &format!("redis-nvm: the key space's free space stays unknown: {e}"),
+                    );
+                }
             }
         }
         Some(Ok(walked)) => {
@@ -505,8 +517,8 @@ fn finish(ctx: Ctx) {
             with_module(|m| m.refuse(Refusal::Damaged(why)));
         }
         Some(Err(e)) => {
-            let e = e.clone();
             refuse_unread(ctx, &e);
+            r.walked = Some(Err(e));
             *guard = Some(r);
             return;
         }
