@@ -125,11 +125,12 @@ def free_port():
 
 
 class Server:
-    def __init__(self, stock, binary, work):
+    def __init__(self, stock, binary, work, index):
         self.port = free_port()
-        self.dir = work / str(self.port)
+        # Named by the unit's index: a port can come back for a later unit.
+        self.dir = work / f"{index:03d}-{self.port}"
         self.dir.mkdir(parents=True)
-        self.pool = Path(f"/dev/shm/redis-nvm-suite-{os.getpid()}-{self.port}.nvm")
+        self.pool = Path(f"/dev/shm/redis-nvm-suite-{os.getpid()}-{index:03d}.nvm")
         cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                "--logfile", str(self.dir / "server.log"), "--save", "", "--appendonly", "no",
                "--daemonize", "no", "--enable-debug-command", "yes",
@@ -239,9 +240,9 @@ def main():
 
     signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(130)))
     try:
-        for unit in units:
+        for index, unit in enumerate(units):
             t0 = time.monotonic()
-            server = Server(args.stock, args.server, work)
+            server = Server(args.stock, args.server, work, index)
             servers.append(server)
             only = [n for u, n, _ in skips if u == unit] if args.check_skips else []
             counts, failed, out = run_unit(unit, server, skipfile, only)
