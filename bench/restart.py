@@ -94,7 +94,7 @@ STALL_MS = 5.0
 WINDOWS = ["wait", "warm-up", "after"]
 WARM_FIELDS = ["pool_open_ms", "serving_at_ms", "recovery_ms", "recovery_records", "warmup_state",
                "warmup_keys_total", "warmup_keys_loaded", "warmup_keys_faulted", "warmup_keys_dropped",
-               "warmup_damaged", "warmup_slices", "warmup_longest_slice_us", "warmup_ms"]
+               "warmup_damaged", "warmup_slices", "warmup_longest_slice_us", "warmup_waits_for_the_walk", "warmup_ms"]
 
 # load client sample codes
 GET_OK, SET_OK, NOT_SERVED, ERROR, WRONG = 0, 1, 2, 3, 4
@@ -731,6 +731,7 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
             ("warmup_damaged", "warmup_damaged", "nvm", "NVM.INFO"),
             ("warmup_slices", "warmup_slices", "nvm", "NVM.INFO"),
             ("warmup_longest_slice_us", "warmup_longest_slice_us", "nvm", "NVM.INFO"),
+            ("warmup_waits_for_the_walk", "warmup_waits_for_the_walk", "nvm", "NVM.INFO (- : an older module)"),
         ]
         for label, key, src, where in rows:
             if src:

@@ -1548,3 +1548,14 @@ pub fn lower_this_threads_priority() {
         libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
+
+/// Runs `callback` on the main thread in the event loop's next pass: the module pipe
+/// wakes the loop at once, and client events are served before it runs. (A timer would
+/// wait at least 1 ms: module.c clamps a module timer's period to 1 ms.)
+pub fn run_in_next_loop(callback: unsafe extern "C" fn(*mut c_void)) -> bool {
+    let Some(add) = api!(RedisModule_EventLoopAddOneShot) else {
+        return false;
+    };
+    // SAFETY: a plain function without data; the server calls it once on the main thread.
+    unsafe { add(Some(callback), ptr::null_mut()) == raw::REDISMODULE_OK as c_int }
+}

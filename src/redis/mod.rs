@@ -666,12 +666,14 @@ unsafe extern "C" fn on_server_event(
         {
             if !STARTED.swap(true, Ordering::SeqCst) {
                 startup::run(ctx);
+                warmup::before_sleep();
             } else {
                 if capture::has_deferred() {
                     let databases = with_module(|m| m.databases).unwrap_or(16);
                     capture::log_deferred(ctx, databases);
                 }
                 functions::log_if_changed(ctx);
+                warmup::before_sleep();
                 if EVERYSEC.load(Ordering::Relaxed) {
                     with_module(|m| m.sync_if_due(false));
                 }

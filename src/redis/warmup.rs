@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use once_cell::sync::Lazy;
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const SLICE: Duration = Duration::from_micros(800);
 /// A value with more elements than this is brought in over several slices (a command
 /// that names it meanwhile completes it first).
-const CHUNK: usize = 512;
+const CHUNK: usize = 64;
 /// Keys per batch from the walker, and batches in flight.
 const BATCH: usize = 256;
 const IN_FLIGHT: usize = 64;
@@ -206,7 +206,7 @@ pub fn begin(ctx: Ctx, frozen: Frozen, saved_save_points: Option<Vec<u8>>) {
         ..Progress::default()
     };
     ACTIVE.store(true, Ordering::SeqCst);
-    ffi::start_timer(ctx, 0, on_timer);
+    NEXT_SLICE.store(SOON, Ordering::SeqCst);
 }
 
 /// Automatic save points would write an RDB of what DRAM holds so far: off until the
@@ -223,19 +223,51 @@ pub fn suspend_save_points(ctx: Ctx) -> Option<Vec<u8>> {
     Some(current)
 }
 
+/// When the next slice runs: in the event loop's next pass (after the clients' events),
+/// or after a 1 ms timer when the walker had nothing ready (not to spin the main thread
+/// against it), or not at all.
+static NEXT_SLICE: AtomicU8 = AtomicU8::new(NONE);
+const NONE: u8 = 0;
+const SOON: u8 = 1;
+const QUEUED: u8 = 2;
+const TIMER: u8 = 3;
+
+/// Called in every BEFORE_SLEEP: queues the next slice for the loop's next pass.
+pub fn before_sleep() {
+    if ACTIVE.load(Ordering::Relaxed)
+        && NEXT_SLICE
+            .compare_exchange(SOON, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        && !ffi::run_in_next_loop(on_next_loop)
+    {
+        NEXT_SLICE.store(SOON, Ordering::SeqCst);
+    }
+}
+
+unsafe extern "C" fn on_next_loop(_data: *mut c_void) {
+    if let Some(ctx) = ffi::detached_context() {
+        run_slice(ctx);
+    }
+}
+
 unsafe extern "C" fn on_timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
-    let ctx = Ctx(ctx);
-    super::guarded(Some(ctx), "warm-up slice", (), || {
-        let next = slice(ctx);
-        if let Some(ms) = next {
-            ffi::start_timer(ctx, ms, on_timer);
+    run_slice(Ctx(ctx));
+}
+
+fn run_slice(ctx: Ctx) {
+    super::guarded(Some(ctx), "warm-up slice", (), || match slice(ctx) {
+        None => NEXT_SLICE.store(NONE, Ordering::SeqCst),
+        Some(true) => NEXT_SLICE.store(SOON, Ordering::SeqCst),
+        Some(false) => {
+            NEXT_SLICE.store(TIMER, Ordering::SeqCst);
+            ffi::start_timer(ctx, 1, on_timer);
         }
     })
 }
 
-/// One slice: inserts frozen keys for up to `SLICE`. Returns when to run the next one
-/// (`None`: the warm-up is over).
-fn slice(ctx: Ctx) -> Option<i64> {
+/// One slice: inserts frozen keys for up to `SLICE`. Returns whether it found work (the
+/// next one should come soon), or `None` when the warm-up is over.
+fn slice(ctx: Ctx) -> Option<bool> {
     let began = Instant::now();
     let deadline = began + SLICE;
     let mut did_anything = false;
@@ -285,12 +317,12 @@ fn slice(ctx: Ctx) -> Option<i64> {
                         break; // the batch ends at a big value (`next_step`)
                     }
                     match bring_in(ctx, db, &key, entry, Check::Settled, now) {
-                        Ok(true) => loaded += 1,
-                        other => {
+                        Ok(Brought::Inserted) => loaded += 1,
+                        Ok(Brought::AlreadyThere) => {}
+                        Ok(Brought::Expired) => dropped += 1,
+                        Err(e) => {
                             dropped += 1;
-                            if let Err(e) = other {
-                                log_failure(ctx, &key, db, &e);
-                            }
+                            log_failure(ctx, &key, db, &e);
                         }
                     }
                     // The clock is read every few keys: a key takes ~1-2 us.
@@ -320,8 +352,7 @@ fn slice(ctx: Ctx) -> Option<i64> {
         r.longest_slice = r.longest_slice.max(took);
         publish(r);
     });
-    // Nothing was ready: the walker is reading; look again soon without spinning.
-    Some(if did_anything { 0 } else { 1 })
+    Some(did_anything)
 }
 
 /// What the slice does next: take the walker's keys, and pick the next one to insert.
@@ -387,15 +418,16 @@ enum Step {
 
 /// Counts an insert's outcome in `which` (inserted) or as dropped, and logs a failure.
 fn count(
-    inserted: Result<bool, String>,
+    inserted: Result<Brought, String>,
     key: &[u8],
     db: u32,
     ctx: Ctx,
     which: impl FnOnce(&mut WarmUp) -> &mut u64,
 ) {
     with_running(|r| match &inserted {
-        Ok(true) => *which(&mut r.book) += 1,
-        _ => r.book.dropped += 1,
+        Ok(Brought::Inserted) => *which(&mut r.book) += 1,
+        Ok(Brought::AlreadyThere) => {}
+        Ok(Brought::Expired) | Err(_) => r.book.dropped += 1,
     });
     if let Err(e) = inserted {
         log_failure(ctx, key, db, &e);
@@ -612,6 +644,15 @@ fn fault_in_key(ctx: Ctx, key: &[u8]) {
     }
 }
 
+/// What became of a frozen key.
+enum Brought {
+    Inserted,
+    /// Its expiry had passed: it left the key space instead.
+    Expired,
+    /// DRAM had it already (the warm-up brought it in before a command named it).
+    AlreadyThere,
+}
+
 /// What shows that DRAM cannot hold a frozen key already.
 #[derive(Clone, Copy, PartialEq)]
 enum Check {
@@ -623,7 +664,7 @@ enum Check {
 }
 
 /// Inserts a frozen entry as key `key` of `db` unless its expiry has passed (then it
-/// leaves the key space) or DRAM has the key already. Ok(true) when inserted.
+/// leaves the key space) or DRAM has the key already.
 fn bring_in(
     ctx: Ctx,
     db: u32,
@@ -631,20 +672,20 @@ fn bring_in(
     entry: StoredEntry,
     check: Check,
     now: i64,
-) -> Result<bool, String> {
+) -> Result<Brought, String> {
     if ctx.selected_db() != db && !ctx.select_db(db) {
         return Err(format!("cannot select db {db}"));
     }
     if expired(entry.expire_at_ms, now) {
         drop_expired(db, key);
-        return Ok(false);
+        return Ok(Brought::Expired);
     }
     if check == Check::InDram && ctx.open_read(key).is_some() {
-        return Ok(false);
+        return Ok(Brought::AlreadyThere);
     }
     let n = element_count(&entry);
     insert_range(ctx, db, key, &entry, 0..n)?;
-    Ok(true)
+    Ok(Brought::Inserted)
 }
 
 /// A key whose expiry passed while the server was down leaves the key space.
