@@ -36,7 +36,14 @@ pub struct Settings {
     pub mode: RequestedMode,
     pub durability: Durability,
     pub emulate_flush_delay_ns: u64,
+    /// The longest a warm-up slice inserts for (the latency a restart adds to commands,
+    /// against how fast it warms up).
+    pub warmup_slice_us: u64,
 }
+
+/// Bounds of `warmup-slice-us`.
+pub const WARMUP_SLICE_US: std::ops::RangeInclusive<u64> = 50..=1000;
+pub const DEFAULT_WARMUP_SLICE_US: u64 = 250;
 
 pub const DEFAULT_SIZE: u64 = 1 << 30;
 pub const MIN_SIZE: u64 = 1 << 20;
@@ -49,6 +56,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "mode",
     "durability",
     "emulate-flush-delay-ns",
+    "warmup-slice-us",
 ];
 
 impl Default for Settings {
@@ -60,6 +68,7 @@ impl Default for Settings {
             mode: RequestedMode::Auto,
             durability: Durability::Always,
             emulate_flush_delay_ns: 0,
+            warmup_slice_us: DEFAULT_WARMUP_SLICE_US,
         }
     }
 }
@@ -133,6 +142,19 @@ impl Settings {
                         format!("module argument 'emulate-flush-delay-ns': '{value}' is not a number of nanoseconds from 0 to 1000000")
                     })?
             }
+            "warmup-slice-us" => {
+                self.warmup_slice_us = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| WARMUP_SLICE_US.contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "module argument 'warmup-slice-us': '{value}' is not a number of microseconds from {} to {}",
+                            WARMUP_SLICE_US.start(),
+                            WARMUP_SLICE_US.end()
+                        )
+                    })?
+            }
             other => {
                 return Err(format!(
                     "unknown module argument '{other}' (valid: {})",
@@ -145,8 +167,8 @@ impl Settings {
 }
 
 impl Settings {
-    /// Whether the server, once running, may go from `self` to `wanted`: durability and
-    /// the emulated flush delay change at once; the pool's path, size, log size and mode
+    /// Whether the server, once running, may go from `self` to `wanted`: durability, the
+    /// emulated flush delay and the warm-up slice change at once; the pool's path, size, log size and mode
     /// are fixed while it is open, so only their current value is accepted.
     pub fn change_at_run_time(&self, wanted: &Settings) -> Result<(), String> {
         let fixed = [

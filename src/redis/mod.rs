@@ -111,6 +111,7 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
         return ERR;
     }
     let settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    warmup::set_slice_us(settings.warmup_slice_us);
     if let ffi::Reply::Array(kv) = ctx.call("CONFIG", &[b"GET", b"repl-diskless-load"]) {
         if kv.get(1).and_then(ffi::Reply::as_bytes) == Some(b"swapdb".as_slice()) {
             ctx.log("warning", &format!("redis-nvm: {SWAPDB_LOAD}"));
@@ -324,6 +325,15 @@ fn register_configs(ctx: Ctx, s: &Settings) -> bool {
         1_000_000,
         get_numeric,
         set_numeric,
+    ) && ffi::register_numeric_config(
+        ctx,
+        "warmup-slice-us",
+        s.warmup_slice_us as i64,
+        fixed,
+        *config::WARMUP_SLICE_US.start() as i64,
+        *config::WARMUP_SLICE_US.end() as i64,
+        get_numeric,
+        set_numeric,
     )
 }
 
@@ -376,6 +386,7 @@ unsafe extern "C" fn get_numeric(name: *const c_char, _privdata: *mut c_void) ->
             "size" => i64::try_from(s.size).unwrap_or(i64::MAX),
             "log-size" => i64::try_from(s.log_size).unwrap_or(i64::MAX),
             "emulate-flush-delay-ns" => s.emulate_flush_delay_ns as i64,
+            "warmup-slice-us" => s.warmup_slice_us as i64,
             _ => 0,
         }
     })
@@ -399,8 +410,8 @@ unsafe extern "C" fn set_numeric(
 }
 
 /// A config's new value: while loading, whatever the server's configuration says; once
-/// running, what can change changes at once (durability, the emulated flush delay), and
-/// the rest accepts only its current value.
+/// running, what can change changes at once (durability, the emulated flush delay, the
+/// warm-up slice), and the rest accepts only its current value.
 fn set_config(name: &str, value: &str) -> Result<(), String> {
     let loaded = with_module(|_| ()).is_some();
     let mut settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
@@ -426,6 +437,7 @@ fn set_config(name: &str, value: &str) -> Result<(), String> {
             m.settings.emulate_flush_delay_ns = wanted.emulate_flush_delay_ns;
         });
     }
+    warmup::set_slice_us(wanted.warmup_slice_us);
     *settings = wanted;
     Ok(())
 }

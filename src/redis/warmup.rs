@@ -9,7 +9,7 @@
 //!   call) or, for sets and streams, which the module API cannot build, server calls;
 //! - the warm-up: a thread walks the frozen state (verifying every checksum) and hands
 //!   decoded keys over a channel; a timer inserts them on the main thread in slices of
-//!   at most `SLICE`, between client events.
+//!   at most `nvm.warmup-slice-us` (250 µs by default), between client events.
 //!
 //! `warmup::WarmUp` decides what may still be inserted (settled names, flushed or
 //! swapped dbs, expired keys, which leave the key space).
@@ -39,8 +39,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The longest a warm-up slice inserts for (a key started before it ends is finished).
-const SLICE: Duration = Duration::from_micros(800);
+/// The longest a warm-up slice inserts for, in µs (`nvm.warmup-slice-us`; a key started
+/// before it ends is finished).
+static SLICE_US: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(super::config::DEFAULT_WARMUP_SLICE_US);
+
+pub fn set_slice_us(us: u64) {
+    SLICE_US.store(us, Ordering::Relaxed);
+}
 /// A value with more elements than this is brought in over several slices (a command
 /// that names it meanwhile completes it first).
 const CHUNK: usize = 64;
@@ -265,11 +271,11 @@ fn run_slice(ctx: Ctx) {
     })
 }
 
-/// One slice: inserts frozen keys for up to `SLICE`. Returns whether it found work (the
+/// One slice: inserts frozen keys for up to `nvm.warmup-slice-us`. Returns whether it found work (the
 /// next one should come soon), or `None` when the warm-up is over.
 fn slice(ctx: Ctx) -> Option<bool> {
     let began = Instant::now();
-    let deadline = began + SLICE;
+    let deadline = began + Duration::from_micros(SLICE_US.load(Ordering::Relaxed));
     let mut did_anything = false;
     loop {
         if let Some(p) = with_running(|r| r.partial.take()).flatten() {
