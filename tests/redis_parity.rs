@@ -253,7 +253,7 @@ fn the_module_reads_leave_no_trace() {
 }
 
 /// CONFIG SET of a config's current value succeeds (Redis's `CONFIG sanity` test does it);
-/// durability and the emulated flush delay change at run time; the rest refuse another
+/// durability, the emulated flush delay and the warm-up slice change at run time; the rest refuse another
 /// value with a clear error; CONFIG REWRITE writes them into a stock redis.conf from which
 /// the server starts again.
 #[test]
@@ -275,7 +275,7 @@ fn module_configs_behave_like_the_servers() {
         let server = spec.clone().with_config_file(&conf).start();
         let mut c = RawConn::connect(server.spec.port);
         let all = c.cmd(&["CONFIG", "GET", "nvm.*"]).items();
-        assert_eq!(all.len(), 12, "{flavor:?}: {all:?}");
+        assert_eq!(all.len(), 14, "{flavor:?}: {all:?}");
         for pair in all.chunks(2) {
             let (name, value) = (pair[0].text(), pair[1].text());
             let r = c.cmd(&["CONFIG", "SET", &name, &value]);
@@ -308,6 +308,20 @@ fn module_configs_behave_like_the_servers() {
             c.cmd(&["CONFIG", "SET", "nvm.emulate-flush-delay-ns", "300"])
                 .text(),
             "OK"
+        );
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "nvm.warmup-slice-us", "600"])
+                .text(),
+            "OK"
+        );
+        let r = c.cmd(&["CONFIG", "SET", "nvm.warmup-slice-us", "5000"]);
+        assert!(
+            r.err().is_some(),
+            "{flavor:?}: out-of-range slice accepted: {r:?}"
+        );
+        assert_eq!(
+            c.cmd(&["CONFIG", "GET", "nvm.warmup-slice-us"]).items()[1].text(),
+            "600"
         );
         let info = c.cmd(&["NVM.INFO"]).text();
         assert!(
