@@ -114,3 +114,91 @@ fn replay_throughput() {
     }
     let _ = std::fs::remove_file(path);
 }
+
+/// The cost of a restart with a completely full log (the worst case of instant restart's
+/// first command, which waits for the backlog to be folded): a pool holding 1M keys, its
+/// default 64 MB log filled to the admission reserve with SETs of 200-byte values (half
+/// overwrites, half new keys), closed; then open without the walk and fold, as start-up
+/// does. Emulate mode on /dev/shm.
+#[test]
+#[ignore]
+fn full_log_fold() {
+    use redis_nvm::effect::{encode, Effect, Value, NO_EXPIRE};
+    use redis_nvm::replay::Replayer;
+    let path = Path::new("/dev/shm/nvm-full-log-bench.nvm");
+    let _ = std::fs::remove_file(path);
+    let opts = PoolOptions {
+        path: path.to_path_buf(),
+        size: 2 << 30,
+        log_size: 64 << 20,
+        mode: RequestedMode::Emulate,
+        emulate_flush_delay_ns: 0,
+    };
+    let put = |i: u64, payload: &mut Vec<u8>| {
+        payload.clear();
+        let e = Effect::Put {
+            key: format!("key:{i:012}").into_bytes(),
+            value: Value::String(vec![b'x'; 200]),
+            expire_at_ms: NO_EXPIRE,
+        };
+        encode(&e, payload).expect("encodes")
+    };
+    let mut payload = Vec::new();
+    {
+        let mut pool = Pool::open_or_create(&opts).unwrap();
+        let ks = pool.open_keyspace().unwrap();
+        let mut r = Replayer::new(ks, pool.log().new_reader()).unwrap();
+        let mut i = 0u64;
+        while i < 1_000_000 {
+            let kind = put(i, &mut payload);
+            let rec = [RecordRef {
+                kind,
+                db: 0,
+                flags: 0,
+                payload: &payload,
+            }];
+            if pool.log_mut().append(&rec).is_err() {
+                r.drain(pool.log().committed_end()).unwrap();
+                pool.log_mut().advance_head(r.applied());
+                continue;
+            }
+            i += 1;
+        }
+        r.drain(pool.log().committed_end()).unwrap();
+        pool.log_mut().advance_head(r.applied());
+        // Fill the log to the reserve the admission keeps (1/64 of it, at least 1 MiB).
+        let reserve = (pool.log().capacity() / 64).max(1 << 20);
+        let mut n = 0u64;
+        while pool.log().free_bytes() > reserve {
+            let key = if n % 2 == 0 { n } else { 1_000_000 + n };
+            let kind = put(key, &mut payload);
+            let rec = [RecordRef {
+                kind,
+                db: 0,
+                flags: 0,
+                payload: &payload,
+            }];
+            pool.log_mut().append(&rec).unwrap();
+            n += 1;
+        }
+        println!(
+            "full log: {n} records, {} MB of {} MB",
+            pool.log().used_bytes() >> 20,
+            pool.log().capacity() >> 20
+        );
+    }
+    let start = Instant::now();
+    let pool = Pool::open_or_create(&opts).unwrap();
+    let opened = start.elapsed();
+    let ks = pool.open_keyspace_unwalked().unwrap();
+    let mut r = Replayer::new(ks, pool.log().new_reader()).unwrap();
+    let folded = r.drain(pool.log().committed_end()).unwrap();
+    let total = start.elapsed();
+    println!(
+        "open {:.1} ms, fold {folded} records {:.1} ms, first command possible after {:.1} ms",
+        opened.as_secs_f64() * 1e3,
+        (total - opened).as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_file(path);
+}
