@@ -18,7 +18,7 @@ use core_support::*;
 use effect_gen::{model_after, workload};
 use proptest::prelude::*;
 use redis_nvm::effect::{Effect, Value, NO_EXPIRE};
-use redis_nvm::keyspace::StoredValue;
+use redis_nvm::keyspace::{StoreError, StoredValue};
 use redis_nvm::log::LogError;
 use redis_nvm::pmem::CrashSim;
 use redis_nvm::pool::Pool;
@@ -342,4 +342,92 @@ fn a_scan_returns_every_key_present_throughout_across_resizes() {
         .unwrap()
         .expect("exists");
     assert_eq!((meta.type_name, meta.expire_at_ms), ("string", NO_EXPIRE));
+}
+
+/// A delete needs no room: on a heap too full for a sparse table's (or deque's) smaller
+/// copy, deleting most keys and popping most of a list still fold, keep the sparse
+/// collections, and give the space back for the next writes.
+#[test]
+fn deletes_and_pops_fold_on_a_full_heap() {
+    use redis_nvm::effect::End;
+    let sim = CrashSim::new(8 << 20);
+    let mut pool = Pool::from_media_with_log(Box::new(sim.clone()), true, 1 << 20).expect("pool");
+    let mut r = replayer(&pool);
+    let fold = |pool: &mut Pool, r: &mut Replayer| while step(pool, r).expect("folds") > 0 {};
+    let put = |i: u64, len: usize| Effect::Put {
+        key: format!("k{i}").into_bytes(),
+        value: Value::String(vec![b'v'; len]),
+        expire_at_ms: NO_EXPIRE,
+    };
+    let keys = 20_000u64;
+    for i in 0..keys {
+        append_effect(&mut pool, &mut r, 0, &put(i, 1)).expect("appends");
+    }
+    let list = Effect::ListPush {
+        key: b"list".to_vec(),
+        end: End::Tail,
+        elements: (0..20_000u32).map(|i| i.to_le_bytes().to_vec()).collect(),
+    };
+    fold(&mut pool, &mut r);
+    append_effect(&mut pool, &mut r, 0, &list).expect("appends");
+    fold(&mut pool, &mut r);
+    // Fill the rest (in db 1) until the heap has less than db 0's table, shrunk from
+    // 32k slots, would need (at least 8k slots of 16 bytes).
+    let mut filler = keys;
+    // (Folded straight into the key space, so that the write that finds it full is
+    // not left in the log.)
+    loop {
+        let at = r.applied();
+        match r
+            .keyspace_mut()
+            .apply_batch([(1, &put(filler, 1000))], &[], at)
+        {
+            Ok(()) => filler += 1,
+            Err(StoreError::HeapFull { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let free_before = r.keyspace().heap_stats().free;
+    for i in 0..keys - 100 {
+        append(
+            &mut pool,
+            0,
+            &Effect::Delete {
+                key: format!("k{i}").into_bytes(),
+            },
+        )
+        .expect("appends");
+        if i % 1000 == 0 {
+            fold(&mut pool, &mut r);
+        }
+    }
+    let pop = Effect::ListPop {
+        key: b"list".to_vec(),
+        end: End::Head,
+        count: 19_900,
+    };
+    append(&mut pool, 0, &pop).expect("appends");
+    fold(&mut pool, &mut r);
+    let mut ks = r.into_keyspace();
+    assert_no_leak(&mut ks);
+    assert!(
+        ks.heap_stats().free > free_before + (1 << 20),
+        "deletes gave back {} bytes",
+        ks.heap_stats().free - free_before
+    );
+    let ds = ks.to_dataset().expect("reads");
+    assert_eq!(ds.dbs[&0].len(), 100 + 1);
+    assert_eq!(ds.dbs[&1].len() as u64, filler - keys);
+    let mut r = Replayer::new(ks, pool.log().new_reader()).expect("replayer");
+    // The space is reusable at once: the keys fit again (in db 0, whose table kept its
+    // size; a fragmented heap has no room for a new big table: free blocks are split,
+    // never merged).
+    for i in 0..keys - 100 {
+        append_effect(&mut pool, &mut r, 0, &put(i, 1)).expect("appends");
+        if i % 1000 == 0 {
+            fold(&mut pool, &mut r);
+        }
+    }
+    fold(&mut pool, &mut r);
+    assert_no_leak(r.keyspace_mut());
 }

@@ -360,3 +360,14 @@ impl KeySpace {
 pub(super) fn shrunk_capacity(c: &Coll) -> Option<u64> {
     (c.cap > 8 && c.count * 8 < c.cap).then(|| capacity_for(c.count * 2))
 }
+
+/// The result of shrinking `c` into a smaller copy, or `c` itself when the heap has no
+/// room for the copy: a shrink saves space but may not need any, so that a delete or a pop
+/// folds on a full heap (the pool's admission lets them through when it is full).
+/// The failed allocation changed nothing, so the sparse collection stays valid.
+pub(super) fn keep_if_full(shrunk: Result<Coll, StoreError>, c: Coll) -> Result<Coll, StoreError> {
+    match shrunk {
+        Err(StoreError::HeapFull { .. }) => Ok(c),
+        other => other,
+    }
+}

@@ -3,7 +3,7 @@
 //! Invariants: element `i` is at slot `(aux + i) % cap`; `count <= cap`, `cap` a power of
 //! two; a full deque doubles, one below 1/8 full halves (`shrunk_capacity`).
 
-use super::blocks::shrunk_capacity;
+use super::blocks::{keep_if_full, shrunk_capacity};
 use super::layout::*;
 use super::{Coll, KeySpace, StoreError};
 use crate::effect::End;
@@ -49,7 +49,7 @@ impl KeySpace {
         }
         self.set_coll(&c)?;
         if let Some(cap) = shrunk_capacity(&c) {
-            c = self.redeque(c, cap)?;
+            c = keep_if_full(self.redeque(c, cap), c)?;
         }
         Ok(c)
     }

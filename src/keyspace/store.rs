@@ -195,6 +195,9 @@ pub struct HeapStats {
     pub used: u64,
     /// Heap bytes on free lists (reusable) plus never used.
     pub free: u64,
+    /// The largest block one allocation can get now (free blocks are not merged: many
+    /// small free blocks do not make room for one big block).
+    pub largest_free: u64,
     pub capacity: u64,
 }
 
@@ -433,6 +436,13 @@ impl Store {
         HeapStats {
             used: self.used_bytes,
             free: self.free_bytes + (self.heap_end - self.top),
+            largest_free: self
+                .free
+                .iter()
+                .rev()
+                .find(|(_, offs)| !offs.is_empty())
+                .map_or(0, |(&class, _)| class)
+                .max(self.heap_end - self.top),
             capacity: self.heap_end - self.heap_start,
         }
     }
@@ -455,18 +465,40 @@ impl Store {
                 self.free_bytes -= class;
                 off
             }
-            None => {
-                if self.heap_end - self.top < class {
-                    return Err(StoreError::HeapFull { needed: class });
-                }
+            None if self.heap_end - self.top >= class => {
                 let off = self.top;
                 self.top += class;
                 off
             }
+            None => self
+                .split_larger(class)
+                .ok_or(StoreError::HeapFull { needed: class })?,
         };
         self.used_bytes += class;
         self.fresh.insert(off, class);
         Ok(off)
+    }
+
+    /// With the top full: the start of the smallest larger free block, cut to `class`,
+    /// its rest going back to the free lists as blocks of the classes that fill it (a
+    /// full heap of small freed blocks still serves other sizes). Only DRAM changes: the
+    /// rest is free space, as a walk would find it.
+    fn split_larger(&mut self, class: u64) -> Option<u64> {
+        let (&big, offs) = self
+            .free
+            .range_mut(class + 1..)
+            .find(|(_, offs)| !offs.is_empty())?;
+        let off = offs.pop()?;
+        self.free_bytes -= big;
+        let (mut at, mut left) = (off + class, big - class);
+        while left >= GRAIN {
+            let piece = class_at_most(left);
+            self.free.entry(piece).or_default().push(at);
+            self.free_bytes += piece;
+            at += piece;
+            left -= piece;
+        }
+        Some(off)
     }
 
     /// Allocates a block outside any batch (a log blob, see `KeySpace::alloc_blob`).

@@ -6,7 +6,7 @@
 //! would take many slot writes in a batch that has used most of the journal first moves to
 //! a fresh slot array, whose writes go in place.
 
-use super::blocks::shrunk_capacity;
+use super::blocks::{keep_if_full, shrunk_capacity};
 use super::layout::*;
 use super::store::corrupt;
 use super::{Coll, KeySpace, Probe, StoreError};
@@ -212,7 +212,7 @@ impl KeySpace {
         c.count -= 1;
         self.set_coll(&c)?;
         if let Some(cap) = shrunk_capacity(&c) {
-            c = self.rehash(c, cap)?;
+            c = keep_if_full(self.rehash(c, cap), c)?;
         }
         Ok(c)
     }
