@@ -170,7 +170,11 @@ fn full_log_fold() {
         let reserve = (pool.log().capacity() / 64).max(1 << 20);
         let mut n = 0u64;
         while pool.log().free_bytes() > reserve {
-            let key = if n % 2 == 0 { n } else { 1_000_000 + n };
+            let key = if n.is_multiple_of(2) {
+                n
+            } else {
+                1_000_000 + n
+            };
             let kind = put(key, &mut payload);
             let rec = [RecordRef {
                 kind,

@@ -275,7 +275,7 @@ fn module_configs_behave_like_the_servers() {
         let server = spec.clone().with_config_file(&conf).start();
         let mut c = RawConn::connect(server.spec.port);
         let all = c.cmd(&["CONFIG", "GET", "nvm.*"]).items();
-        assert_eq!(all.len(), 14, "{flavor:?}: {all:?}");
+        assert_eq!(all.len(), 16, "{flavor:?}: {all:?}");
         for pair in all.chunks(2) {
             let (name, value) = (pair[0].text(), pair[1].text());
             let r = c.cmd(&["CONFIG", "SET", &name, &value]);

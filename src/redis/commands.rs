@@ -39,7 +39,14 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
     let state = match &m.refusal {
         None => "writable".to_string(),
         Some(Refusal::Full { .. }) => "full (writes refused)".to_string(),
-        Some(Refusal::HeapFull { .. }) => "full (writes refused: key space)".to_string(),
+        Some(Refusal::HeapFull { .. }) => {
+            match state::FULL_ADMITS.load(std::sync::atomic::Ordering::Relaxed) {
+                state::FULL_ADMITS_NON_GROWING => {
+                    "full (key space: writes that add data refused, deletes run)".to_string()
+                }
+                _ => "full (key space: only deletes run)".to_string(),
+            }
+        }
         Some(Refusal::Poisoned(why)) => format!("poisoned (writes refused): {why}"),
         Some(Refusal::Corrupt(why)) | Some(Refusal::Damaged(why)) => {
             format!("damaged (writes refused): {why}")
@@ -76,6 +83,15 @@ pub fn info_lines(m: &Module) -> Vec<(String, String)> {
         ("keyspace_keys", rp.keys.load(Relaxed).to_string()),
         ("keyspace_heap_used", rp.heap_used.load(Relaxed).to_string()),
         ("keyspace_heap_free", rp.heap_free.load(Relaxed).to_string()),
+        (
+            "keyspace_heap_largest_free",
+            rp.heap_largest_free.load(Relaxed).to_string(),
+        ),
+        ("keyspace_fill_pct", format!("{:.2}", m.fill().percent)),
+        (
+            "keyspace_fill_warnings",
+            super::config::fill_warnings_text(&m.settings.fill_warnings),
+        ),
         (
             "keyspace_heap_capacity",
             rp.heap_capacity.load(Relaxed).to_string(),

@@ -39,6 +39,21 @@ pub struct Settings {
     /// The longest a warm-up slice inserts for (the latency a restart adds to commands,
     /// against how fast it warms up).
     pub warmup_slice_us: u64,
+    /// Fill levels of the key space (percent, ascending) at which the server log warns
+    /// and a message is published (`fill-warnings "80 90 95"`; empty: none).
+    pub fill_warnings: Vec<u8>,
+}
+
+/// Default `fill-warnings`.
+pub const DEFAULT_FILL_WARNINGS: &[u8] = &[80, 90, 95];
+
+/// `fill-warnings` as written in a config file.
+pub fn fill_warnings_text(levels: &[u8]) -> String {
+    levels
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Bounds of `warmup-slice-us`.
@@ -57,6 +72,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "durability",
     "emulate-flush-delay-ns",
     "warmup-slice-us",
+    "fill-warnings",
 ];
 
 impl Default for Settings {
@@ -69,6 +85,7 @@ impl Default for Settings {
             durability: Durability::Always,
             emulate_flush_delay_ns: 0,
             warmup_slice_us: DEFAULT_WARMUP_SLICE_US,
+            fill_warnings: DEFAULT_FILL_WARNINGS.to_vec(),
         }
     }
 }
@@ -154,6 +171,24 @@ impl Settings {
                             WARMUP_SLICE_US.end()
                         )
                     })?
+            }
+            "fill-warnings" => {
+                let bad = || {
+                    format!(
+                        "module argument 'fill-warnings': '{value}' is not a list of percents from 1 to 99, \
+                         ascending (example: \"80 90 95\"; empty: no warnings)"
+                    )
+                };
+                let levels = value
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|w| !w.is_empty())
+                    .map(|w| w.parse::<u8>().ok().filter(|n| (1..=99).contains(n)))
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(bad)?;
+                if levels.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(bad());
+                }
+                self.fill_warnings = levels;
             }
             other => {
                 return Err(format!(
@@ -259,6 +294,19 @@ mod tests {
     }
 
     #[test]
+    fn fill_warnings_are_ascending_percents() {
+        assert_eq!(parse("").unwrap().fill_warnings, vec![80, 90, 95]);
+        assert_eq!(
+            parse("fill-warnings 70,85").unwrap().fill_warnings,
+            vec![70, 85]
+        );
+        let mut none = Settings::default();
+        none.set("fill-warnings", "").unwrap();
+        assert!(none.fill_warnings.is_empty());
+        assert_eq!(fill_warnings_text(&[80, 90, 95]), "80 90 95");
+    }
+
+    #[test]
     fn only_durability_and_the_delay_change_at_run_time() {
         let now = parse("size 8gb").unwrap();
         let mut same = now.clone();
@@ -284,6 +332,9 @@ mod tests {
             ("durability never", "durability"),
             ("emulate-flush-delay-ns -3", "emulate-flush-delay-ns"),
             ("path a path b", "path"),
+            ("fill-warnings 90,80", "fill-warnings"),
+            ("fill-warnings 100", "fill-warnings"),
+            ("fill-warnings lots", "fill-warnings"),
         ] {
             let err = parse(input).unwrap_err();
             assert!(err.contains(&format!("'{name}'")), "{input}: {err}");

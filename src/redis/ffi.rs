@@ -520,6 +520,22 @@ impl OwnedString {
     }
 }
 
+impl Ctx {
+    /// PUBLISHes `message` on `channel`, as a client's PUBLISH would (subscribers of the
+    /// channel or a matching pattern get it).
+    pub fn publish(self, channel: &str, message: &str) {
+        let (Some(publish), Some(c), Some(m)) = (
+            api!(RedisModule_PublishMessage),
+            OwnedString::new(self, channel.as_bytes()),
+            OwnedString::new(self, message.as_bytes()),
+        ) else {
+            return;
+        };
+        // SAFETY: ctx is live on the main thread; both strings live until after the call.
+        unsafe { publish(self.0, c.ptr, m.ptr) };
+    }
+}
+
 impl Drop for OwnedString {
     fn drop(&mut self) {
         if let Some(free) = api!(RedisModule_FreeString) {

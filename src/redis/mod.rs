@@ -298,6 +298,13 @@ fn register_configs(ctx: Ctx, s: &Settings) -> bool {
         fixed,
         get_string,
         set_string,
+    ) && ffi::register_string_config(
+        ctx,
+        "fill-warnings",
+        &config::fill_warnings_text(&s.fill_warnings),
+        fixed,
+        get_string,
+        set_string,
     ) && ffi::register_numeric_config(
         ctx,
         "size",
@@ -355,6 +362,7 @@ unsafe extern "C" fn get_string(
             "path" => s.path.display().to_string(),
             "mode" => s.mode.to_string(),
             "durability" => s.durability.as_str().to_string(),
+            "fill-warnings" => config::fill_warnings_text(&s.fill_warnings),
             _ => String::new(),
         };
         ffi::new_config_string(&value)
@@ -438,6 +446,7 @@ fn set_config(name: &str, value: &str) -> Result<(), String> {
         });
     }
     warmup::set_slice_us(wanted.warmup_slice_us);
+    with_module(|m| m.settings.fill_warnings = wanted.fill_warnings.clone());
     *settings = wanted;
     Ok(())
 }
@@ -507,7 +516,11 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             return;
         }
         let name = f.arg(0);
-        if !ADMIT.load(Ordering::Relaxed) && is_write(&f, name) && !finishing_a_unit() {
+        if !ADMIT.load(Ordering::Relaxed)
+            && is_write(&f, name)
+            && !finishing_a_unit()
+            && !admitted_though_full(&f, name)
+        {
             refuse(&f, None);
             return;
         }
@@ -573,6 +586,42 @@ fn sets_swapdb_load(f: &Filter, name: &[u8]) -> bool {
 fn finishing_a_unit() -> bool {
     ffi::inside_script_or_exec()
         && with_module(|m| matches!(m.refusal, Some(Refusal::Full { .. }))).unwrap_or(false)
+}
+
+/// Whether a write runs although the key space is full: as the server does at
+/// `maxmemory`, only what may grow the data (`denyoom`) is refused while the heap is
+/// below its reserve; below a quarter of it, only what frees space runs.
+fn admitted_though_full(f: &Filter, name: &[u8]) -> bool {
+    match state::FULL_ADMITS.load(Ordering::Relaxed) {
+        state::FULL_ADMITS_NON_GROWING => {
+            !startup::may_grow_data(name, f.len().gt(&1).then(|| f.arg(1)))
+        }
+        state::FULL_ADMITS_FREEING => frees_space(name),
+        _ => false,
+    }
+}
+
+/// Writes whose effects only free key-space blocks (deletes, expiry, field removals and
+/// pops: the key space applies them without allocating, see `keyspace::blocks::keep_if_full`).
+fn frees_space(name: &[u8]) -> bool {
+    const FREEING: &[&[u8]] = &[
+        b"del",
+        b"unlink",
+        b"flushdb",
+        b"flushall",
+        b"getdel",
+        b"expire",
+        b"pexpire",
+        b"expireat",
+        b"pexpireat",
+        b"lpop",
+        b"rpop",
+        b"ltrim",
+        b"hdel",
+        b"srem",
+        b"zrem",
+    ];
+    FREEING.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Writes whose arguments total more than this are checked against the pool's free
@@ -665,6 +714,18 @@ unsafe extern "C" fn on_keyspace(
     })
 }
 
+/// The channel on which fill warnings are published (a monitoring client SUBSCRIBEs).
+pub const FILL_CHANNEL: &str = "__redis-nvm__:fill";
+
+/// Logs, and publishes on `FILL_CHANNEL`, the key space's fill crossing a
+/// `fill-warnings` level (see `Module::fill_notice`).
+fn announce_fill(ctx: Ctx) {
+    if let Some((level, message)) = with_module(|m| m.fill_notice()).flatten() {
+        ctx.log(level, &message);
+        ctx.publish(FILL_CHANNEL, message.trim_start_matches("redis-nvm: "));
+    }
+}
+
 unsafe extern "C" fn on_server_event(
     ctx: *mut RedisModuleCtx,
     event: raw::RedisModuleEvent,
@@ -696,6 +757,7 @@ unsafe extern "C" fn on_server_event(
                 } else {
                     with_module(|m| m.update_admission());
                 }
+                announce_fill(ctx);
             }
         }
         raw::REDISMODULE_EVENT_FLUSHDB if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {

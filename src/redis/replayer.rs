@@ -30,6 +30,8 @@ pub struct Published {
     pub keys: AtomicU64,
     pub heap_used: AtomicU64,
     pub heap_free: AtomicU64,
+    /// The largest block one allocation can get (see `HeapStats::largest_free`).
+    pub heap_largest_free: AtomicU64,
     pub heap_capacity: AtomicU64,
     /// Records folded per second over the last second of work.
     pub rate: AtomicU64,
@@ -72,6 +74,8 @@ pub fn publish_keyspace(r: &Replayer) {
     let heap = ks.heap_stats();
     p.heap_used.store(heap.used, Ordering::Relaxed);
     p.heap_free.store(heap.free, Ordering::Relaxed);
+    p.heap_largest_free
+        .store(heap.largest_free, Ordering::Relaxed);
     p.heap_capacity.store(heap.capacity, Ordering::Relaxed);
     if let Ok(n) = ks.key_count() {
         p.keys.store(n, Ordering::Relaxed);

@@ -34,9 +34,30 @@ static WRITE_COMMANDS: once_cell::sync::Lazy<
     std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
 > = once_cell::sync::Lazy::new(Default::default);
 
+/// Lower-case names of the commands the server flags `denyoom` (may grow memory: refused
+/// at `maxmemory`), from the same `COMMAND` call.
+static DENYOOM_COMMANDS: once_cell::sync::Lazy<
+    std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
+> = once_cell::sync::Lazy::new(Default::default);
+
 /// Whether `name` (with its first argument, for container commands) is a write command.
 pub fn is_write_command(name: &[u8], first_arg: Option<&[u8]>) -> bool {
-    let set = WRITE_COMMANDS.read().unwrap_or_else(|p| p.into_inner());
+    in_command_set(&WRITE_COMMANDS, name, first_arg)
+}
+
+/// Whether `name` (with its first argument) may grow the data: the server's `denyoom`
+/// flag, which decides what it refuses at `maxmemory` (DEL, UNLINK, FLUSHALL, EXPIRE,
+/// LPOP ... do not have it).
+pub fn may_grow_data(name: &[u8], first_arg: Option<&[u8]>) -> bool {
+    in_command_set(&DENYOOM_COMMANDS, name, first_arg)
+}
+
+fn in_command_set(
+    set: &std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
+    name: &[u8],
+    first_arg: Option<&[u8]>,
+) -> bool {
+    let set = set.read().unwrap_or_else(|p| p.into_inner());
     let lower = name.to_ascii_lowercase();
     if set.contains(&lower) {
         return true;
@@ -53,7 +74,8 @@ pub fn is_write_command(name: &[u8], first_arg: Option<&[u8]>) -> bool {
 }
 
 fn load_write_commands(ctx: Ctx) {
-    fn visit(entries: &[Reply], out: &mut std::collections::HashSet<Vec<u8>>) {
+    type Names = std::collections::HashSet<Vec<u8>>;
+    fn visit(entries: &[Reply], writes: &mut Names, denyoom: &mut Names) {
         for e in entries {
             let Reply::Array(parts) = e else { continue };
             let (Some(name), Some(Reply::Array(flags))) =
@@ -61,17 +83,22 @@ fn load_write_commands(ctx: Ctx) {
             else {
                 continue;
             };
-            if flags.iter().any(|f| f.as_bytes() == Some(b"write")) {
-                out.insert(name.to_ascii_lowercase());
+            let has = |flag: &[u8]| flags.iter().any(|f| f.as_bytes() == Some(flag));
+            if has(b"write") {
+                writes.insert(name.to_ascii_lowercase());
+            }
+            if has(b"denyoom") {
+                denyoom.insert(name.to_ascii_lowercase());
             }
             if let Some(Reply::Array(subs)) = parts.get(9) {
-                visit(subs, out);
+                visit(subs, writes, denyoom);
             }
         }
     }
     if let Reply::Array(entries) = ctx.call("COMMAND", &[]) {
-        let mut set = WRITE_COMMANDS.write().unwrap_or_else(|p| p.into_inner());
-        visit(&entries, &mut set);
+        let mut writes = WRITE_COMMANDS.write().unwrap_or_else(|p| p.into_inner());
+        let mut denyoom = DENYOOM_COMMANDS.write().unwrap_or_else(|p| p.into_inner());
+        visit(&entries, &mut writes, &mut denyoom);
     }
 }
 

@@ -18,7 +18,7 @@
 use super::config::Settings;
 use crate::pool::Pool;
 use once_cell::sync::Lazy;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// True once recovery finished: notifications before that (the server loading its own
@@ -26,6 +26,18 @@ use std::sync::Mutex;
 pub static CAPTURING: AtomicBool = AtomicBool::new(false);
 /// True while writes are admitted (see the file comment).
 pub static ADMIT: AtomicBool = AtomicBool::new(false);
+/// While `ADMIT` is false because the key space is full: which writes still run
+/// (`FULL_ADMITS_*`). Like the server at `maxmemory`, a full pool refuses what may grow
+/// the data and lets deletes through.
+pub static FULL_ADMITS: AtomicU8 = AtomicU8::new(FULL_ADMITS_NOTHING);
+/// Not full, or refused for another reason: no write runs while `ADMIT` is false.
+pub const FULL_ADMITS_NOTHING: u8 = 0;
+/// Below a quarter of the heap reserve: only writes that free space
+/// (`super::frees_space`), which never need room in the key space.
+pub const FULL_ADMITS_FREEING: u8 = 1;
+/// Below the heap reserve: every write the server does not flag `denyoom` (DEL, EXPIRE,
+/// LPOP, HDEL, RENAME, ...), which may take a little of the reserve.
+pub const FULL_ADMITS_NON_GROWING: u8 = 2;
 
 pub static MODULE: Lazy<Mutex<Option<Module>>> = Lazy::new(|| Mutex::new(None));
 
@@ -97,9 +109,29 @@ pub struct Module {
     pub last_sync: std::time::Instant,
     /// The function libraries as the pool holds them (their FUNCTION DUMP), once known.
     pub functions: Option<Vec<u8>>,
+    /// How many of `settings.fill_warnings` the key space's fill has crossed (and was
+    /// warned of).
+    pub fill_warned: usize,
     /// Encoded payloads of the records being appended (reused: no allocation on the
     /// write path).
     pub(super) scratch: Vec<Vec<u8>>,
+}
+
+/// How a full pool is grown (said by its errors and warnings).
+pub const GROW_HINT: &str =
+    "grow the pool: SAVE, then restart with the pool file moved aside and a \
+    larger nvm.size (a new pool imports dump.rdb)";
+
+/// How full the key space is: what `NVM.INFO`, the warnings and the errors say.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fill {
+    /// Percent of the heap in use, counting what folding the backlog may still take.
+    pub percent: f64,
+    /// Heap bytes free beyond that (`Module::heap_headroom`).
+    pub headroom: u64,
+    pub capacity: u64,
+    /// The headroom below which writes that may grow the data are refused.
+    pub reserve: u64,
 }
 
 /// Free log space kept for writes already admitted (an admitted command may log more
@@ -140,6 +172,7 @@ impl Module {
             databases: 16,
             last_sync: std::time::Instant::now(),
             functions: None,
+            fill_warned: 0,
             scratch: Vec::new(),
         }
     }
@@ -149,6 +182,61 @@ impl Module {
         let free = super::replayer::PUBLISHED.heap_free.load(Ordering::Relaxed);
         let backlog = self.pool.log().used_bytes();
         free.saturating_sub(backlog.saturating_mul(HEAP_PER_LOG_BYTE))
+    }
+
+    pub fn fill(&self) -> Fill {
+        let capacity = super::replayer::PUBLISHED
+            .heap_capacity
+            .load(Ordering::Relaxed);
+        let headroom = self.heap_headroom().min(capacity);
+        Fill {
+            percent: (capacity - headroom) as f64 * 100.0 / capacity.max(1) as f64,
+            headroom,
+            capacity,
+            reserve: self.heap_reserve(),
+        }
+    }
+
+    /// A warning to log and publish when the fill has crossed a `fill-warnings` level
+    /// since the last call: (log level, message). Going back down needs 2 points below a
+    /// level, so that a fill hovering at it does not warn on every write.
+    pub fn fill_notice(&mut self) -> Option<(&'static str, String)> {
+        let fill = self.fill();
+        let levels = &self.settings.fill_warnings;
+        let crossed = levels
+            .iter()
+            .filter(|&&l| fill.percent >= f64::from(l))
+            .count();
+        let still = levels
+            .iter()
+            .filter(|&&l| fill.percent >= f64::from(l) - 2.0)
+            .count();
+        let path = self.pool.info().path.display().to_string();
+        if crossed > self.fill_warned {
+            self.fill_warned = crossed;
+            let refused_at =
+                (fill.capacity - fill.reserve) as f64 * 100.0 / fill.capacity.max(1) as f64;
+            return Some((
+                "warning",
+                format!(
+                    "redis-nvm: the NVM pool {path} is {:.1}% full (key space: {} bytes free of {}; level {}%); \
+                     writes that add data are refused from about {refused_at:.0}%, deletes always run. \
+                     Delete data, or {GROW_HINT}",
+                    fill.percent, fill.headroom, fill.capacity, levels[crossed - 1]
+                ),
+            ));
+        }
+        if still < self.fill_warned {
+            self.fill_warned = still;
+            return Some((
+                "notice",
+                format!(
+                    "redis-nvm: the NVM pool {path} is back to {:.1}% full (key space: {} bytes free of {})",
+                    fill.percent, fill.headroom, fill.capacity
+                ),
+            ));
+        }
+        None
     }
 
     fn heap_reserve(&self) -> u64 {
@@ -173,13 +261,21 @@ impl Module {
         }
         let need = heap_need_of(arg_bytes);
         let (headroom, reserve) = (self.heap_headroom(), self.heap_reserve());
-        if need.saturating_add(reserve) <= headroom {
+        // Its blob is one block: free blocks are not merged, so the largest one bounds it.
+        let largest = super::replayer::PUBLISHED
+            .heap_largest_free
+            .load(Ordering::Relaxed);
+        let one_block = arg_bytes > super::append::blob_threshold(self.pool.log().capacity());
+        if need.saturating_add(reserve) <= headroom
+            && (!one_block || arg_bytes.saturating_add(4096) <= largest)
+        {
             return None;
         }
         self.stats.refused_too_big += 1;
         Some(format!(
             "NVMFULL this write needs about {need} bytes of the NVM pool {path}, which has {headroom} free \
-             (reserve {reserve}): the write was not executed. Delete data or move to a larger pool"
+             (reserve {reserve}, largest free block {largest}): the write was not executed. Delete data, or \
+             {GROW_HINT}"
         ))
     }
 
@@ -200,6 +296,7 @@ impl Module {
     }
 
     pub fn refuse(&mut self, why: Refusal) {
+        FULL_ADMITS.store(FULL_ADMITS_NOTHING, Ordering::SeqCst);
         ADMIT.store(false, Ordering::SeqCst);
         self.refusal = Some(why);
     }
@@ -230,6 +327,14 @@ impl Module {
                     reserve: heap_reserve,
                 });
             }
+            let admits = if headroom >= heap_reserve / 4 {
+                FULL_ADMITS_NON_GROWING
+            } else {
+                FULL_ADMITS_FREEING
+            };
+            if FULL_ADMITS.load(Ordering::Relaxed) != admits {
+                FULL_ADMITS.store(admits, Ordering::SeqCst);
+            }
         } else if self.refusal.is_some() || !ADMIT.load(Ordering::Relaxed) {
             // Only on a change: a locked store on every append would wait for the
             // cache-line write-backs the append just issued.
@@ -254,12 +359,20 @@ impl Module {
                      the replayer is behind; the write was not executed. Retry shortly (see NVM.INFO replay_*)"
                 ),
             },
-            Some(Refusal::HeapFull { headroom, reserve }) => format!(
-                "NVMFULL the NVM pool {path} is full: its key space has {headroom} bytes free, below the reserve of \
-                 {reserve} kept for writes in flight; the write was not executed. Reads still work. Delete data, or \
-                 to grow it: SAVE, then restart with the pool file moved aside and a larger nvm.size (a new pool \
-                 imports dump.rdb)"
-            ),
+            Some(Refusal::HeapFull { .. }) => {
+                let fill = self.fill();
+                let only = if FULL_ADMITS.load(Ordering::Relaxed) == FULL_ADMITS_FREEING {
+                    "only DEL, UNLINK, FLUSHDB, FLUSHALL, expiry and pops run"
+                } else {
+                    "deletes, expiry, pops and other writes that add no data still run"
+                };
+                format!(
+                    "NVMFULL the NVM pool {path} is full: its key space is {:.1}% used ({} bytes free of {}, \
+                     {} kept for writes in flight); this write may add data and was not executed; {only}. \
+                     Delete data to make room, or {GROW_HINT}",
+                    fill.percent, fill.headroom, fill.capacity, fill.reserve
+                )
+            }
             Some(Refusal::Poisoned(why)) => format!(
                 "NVMPOISONED writes to the NVM pool {path} failed ({why}); the write was not executed. \
                  Reads still work; check the device and restart the server"

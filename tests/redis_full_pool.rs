@@ -1,0 +1,190 @@
+//! A full pool is never a dead end (Redis 7.0 and Valkey 8): filled until writes that add
+//! data are refused, it still runs DEL, UNLINK, FLUSHDB, FLUSHALL, expiry and pops, durably
+//! (SIGKILL + restart shows them), and takes writes again once enough was deleted; its
+//! fill is announced at the `fill-warnings` levels in the server log and on the
+//! `__redis-nvm__:fill` channel, and shown in `NVM.INFO`.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn info_map(c: &mut RawConn) -> HashMap<String, String> {
+    let r = c.cmd(&["NVM.INFO"]);
+    assert!(r.err().is_none(), "NVM.INFO: {r:?}");
+    r.text()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn ok(c: &mut RawConn, args: &[&str]) -> Resp {
+    let r = c.cmd(args);
+    assert!(r.err().is_none(), "{args:?} on a full pool: {r:?}");
+    r
+}
+
+fn exists(c: &mut RawConn, key: &str) -> bool {
+    c.cmd(&["EXISTS", key]).int() == Some(1)
+}
+
+/// Waits until the replayer has folded everything (the heap figures are then final).
+fn folded(c: &mut RawConn) {
+    wait_until("backlog folded", Duration::from_secs(30), || {
+        info_map(c)["log_backlog_bytes"] == "0"
+    });
+    // Admission is re-evaluated at the next event-loop iteration.
+    c.cmd(&["PING"]);
+}
+
+/// SETs 2 KB values until one is refused for good (after the backlog is folded);
+/// returns the keys written and the refusal.
+fn fill(c: &mut RawConn, prefix: &str) -> (Vec<String>, String) {
+    let value = "f".repeat(2000);
+    let mut keys = Vec::new();
+    loop {
+        let key = format!("{prefix}:{}", keys.len());
+        match c.cmd(&["SET", &key, &value]) {
+            Resp::Simple(s) if s == "OK" => keys.push(key),
+            Resp::Error(e) if e.starts_with("NVMFULL") => {
+                assert!(!exists(c, &key), "a refused SET ran: {e}");
+                folded(c);
+                if let Resp::Error(again) = c.cmd(&["SET", &key, &value]) {
+                    return (keys, again);
+                }
+                keys.push(key);
+            }
+            other => panic!("SET {key}: {other:?}"),
+        }
+        assert!(keys.len() < 20_000, "a 16 MB pool took 40 MB");
+    }
+}
+
+#[test]
+fn a_full_pool_still_deletes_and_announces_its_fill() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("fullpool");
+        let spec = ServerSpec::module(flavor, &dir)
+            .with_module_arg("size", "16mb")
+            .with_module_arg("log-size", "1mb")
+            .with_module_arg("fill-warnings", "50 75 90");
+        let server = spec.start();
+        let port = server.spec.port;
+        let (tx, messages) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sub = RawConn::connect(port);
+            sub.send(&["SUBSCRIBE", "__redis-nvm__:fill"]).unwrap();
+            let _ = sub.read();
+            while let Ok(m) = sub.read() {
+                if tx.send(m.items().last().map(Resp::text)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = RawConn::connect(port);
+        // What must still work once full: collections, keys to expire, another db.
+        ok(&mut c, &["RPUSH", "list", "a", "b", "c", "d"]);
+        ok(&mut c, &["SADD", "set", "m1", "m2", "m3"]);
+        ok(&mut c, &["HSET", "hash", "f1", "v1", "f2", "v2"]);
+        for k in ["x1", "x2", "x3", "x4"] {
+            ok(&mut c, &["SET", k, "v"]);
+        }
+        ok(&mut c, &["SELECT", "1"]);
+        ok(&mut c, &["SET", "in-db1", "v"]);
+        ok(&mut c, &["SELECT", "0"]);
+        std::thread::sleep(Duration::from_millis(200));
+        let (keys, refusal) = fill(&mut c, "fill");
+        assert!(
+            keys.len() > 1000,
+            "{flavor:?}: only {} keys fit",
+            keys.len()
+        );
+        assert!(
+            refusal.contains(&dir.pool().display().to_string())
+                && refusal.contains("% used")
+                && refusal.contains("deletes"),
+            "{flavor:?}: the refusal should name the pool, how full it is and what still runs: {refusal}"
+        );
+        let info = info_map(&mut c);
+        assert!(info["state"].starts_with("full"), "{flavor:?}: {info:?}");
+        let fill_pct: f64 = info["keyspace_fill_pct"].parse().unwrap();
+        assert!(fill_pct > 90.0, "{flavor:?}: {info:?}");
+        // Announced at each level on the way up, once each.
+        let mut heard = Vec::new();
+        while let Ok(m) = messages.recv_timeout(Duration::from_secs(2)) {
+            heard.push(m.unwrap_or_default());
+        }
+        assert_eq!(heard.len(), 3, "{flavor:?}: {heard:?}");
+        for (m, level) in heard.iter().zip(["50", "75", "90"]) {
+            assert!(m.contains(&format!("level {level}%")), "{flavor:?}: {m}");
+        }
+        let log = server.log();
+        assert!(
+            log.contains("% full") && log.contains("level 90%"),
+            "{flavor:?}: no fill warning in the log"
+        );
+
+        // Deletes, expiry and pops run on the full pool.
+        ok(&mut c, &["DEL", "x1"]);
+        ok(&mut c, &["UNLINK", "x2"]);
+        ok(&mut c, &["EXPIRE", "x3", "-1"]);
+        ok(&mut c, &["PEXPIREAT", "x4", "1"]);
+        assert_eq!(ok(&mut c, &["LPOP", "list"]).text(), "a");
+        let popped = ok(&mut c, &["SPOP", "set"]).text();
+        ok(&mut c, &["HDEL", "hash", "f1"]);
+        ok(&mut c, &["SELECT", "1"]);
+        ok(&mut c, &["FLUSHDB"]);
+        ok(&mut c, &["SELECT", "0"]);
+        // A write that adds data is still refused.
+        let r = c.cmd(&["SET", "new", "v"]);
+        assert!(
+            r.err().is_some_and(|e| e.starts_with("NVMFULL")),
+            "{flavor:?}: {r:?}"
+        );
+        // Deleting a third of the data makes room again.
+        for k in keys.iter().take(keys.len() / 3) {
+            assert_eq!(c.cmd(&["DEL", k]).int(), Some(1), "{flavor:?}: DEL {k}");
+        }
+        folded(&mut c);
+        ok(&mut c, &["SET", "new", "v"]);
+        let info = info_map(&mut c);
+        assert!(info["state"] == "writable", "{flavor:?}: {info:?}");
+        assert!(
+            info["keyspace_fill_pct"].parse::<f64>().unwrap() < fill_pct - 20.0,
+            "{flavor:?}: {info:?}"
+        );
+        let digest = c.cmd(&["DEBUG", "DIGEST"]).text();
+        drop(c);
+
+        // Every delete was durable.
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        for k in ["x1", "x2", "x3", "x4"] {
+            assert!(!exists(&mut c, k), "{flavor:?}: deleted {k} came back");
+        }
+        assert!(exists(&mut c, "new"), "{flavor:?}");
+        assert_eq!(c.cmd(&["LRANGE", "list", "0", "-1"]).items().len(), 3);
+        assert_eq!(c.cmd(&["SISMEMBER", "set", &popped]).int(), Some(0));
+        assert_eq!(c.cmd(&["HEXISTS", "hash", "f1"]).int(), Some(0));
+        assert_eq!(c.cmd(&["DEBUG", "DIGEST"]).text(), digest, "{flavor:?}");
+        ok(&mut c, &["SELECT", "1"]);
+        assert_eq!(c.cmd(&["DBSIZE"]).int(), Some(0), "{flavor:?}");
+        ok(&mut c, &["SELECT", "0"]);
+
+        // Full again: FLUSHALL empties it, durably, and writes run again.
+        let (_, _) = fill(&mut c, "again");
+        ok(&mut c, &["FLUSHALL"]);
+        folded(&mut c);
+        ok(&mut c, &["SET", "after-flushall", "v"]);
+        let info = info_map(&mut c);
+        assert_eq!(info["in_doubt_writes"], "0", "{flavor:?}");
+        drop(c);
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(c.cmd(&["DBSIZE"]).int(), Some(1), "{flavor:?}");
+        let log = server.log();
+        assert!(!log.contains("FATAL"), "{flavor:?}: {log}");
+    }
+}
