@@ -667,8 +667,10 @@ fn damaged_superblocks_are_refused() {
     assert!(err.to_string().contains("pool.nvm"), "{err}");
 }
 
+/// An existing pool keeps its identity and log; asked for a smaller size it keeps its
+/// own, asked for a larger one it grows (the heap takes the new space).
 #[test]
-fn existing_pool_keeps_its_size_and_identity() {
+fn existing_pool_keeps_its_identity_and_grows_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pool.nvm");
     let first = Pool::open_or_create(&opts(&path, RequestedMode::Emulate))
@@ -677,11 +679,21 @@ fn existing_pool_keeps_its_size_and_identity() {
         .clone();
     let capacity = layout().log_capacity;
     let mut o = opts(&path, RequestedMode::Emulate);
-    o.size = 4 * POOL;
+    o.size = POOL / 2;
     o.log_size = 64 << 10;
     let pool = Pool::open_or_create(&o).unwrap();
+    assert_eq!(pool.info().size, POOL, "pools do not shrink");
+    assert_eq!(pool.info().grown_from, None);
+    drop(pool);
+    o.size = 4 * POOL;
+    let pool = Pool::open_or_create(&o).unwrap();
     assert!(!pool.info().created);
-    assert_eq!(pool.info().size, POOL);
+    assert_eq!(pool.info().size, 4 * POOL);
+    assert_eq!(pool.info().grown_from, Some(POOL));
+    assert_eq!(
+        pool.superblock().heap_size,
+        4 * POOL - pool.superblock().heap_offset
+    );
     assert_eq!(
         pool.log().capacity(),
         capacity,
@@ -690,7 +702,7 @@ fn existing_pool_keeps_its_size_and_identity() {
     assert_eq!(pool.superblock().log_offset, layout().log_offset);
     assert_eq!(pool.info().uuid, first.uuid);
     assert_eq!(pool.info().created_unix_ms, first.created_unix_ms);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), POOL);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * POOL);
 }
 
 #[test]

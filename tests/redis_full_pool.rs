@@ -188,3 +188,68 @@ fn a_full_pool_still_deletes_and_announces_its_fill() {
         assert!(!log.contains("FATAL"), "{flavor:?}: {log}");
     }
 }
+
+/// A full pool grows without losing or re-importing its data: at restart with a larger
+/// `size` (also when SIGKILLed while it grows), and offline with `nvm-tool grow`.
+#[test]
+fn a_full_pool_grows_at_restart_and_offline() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("grow");
+        let pool = dir.pool().display().to_string();
+        let spec = ServerSpec::module(flavor, &dir)
+            .with_module_arg("size", "16mb")
+            .with_module_arg("log-size", "1mb");
+        let server = spec.start();
+        let mut c = RawConn::connect(server.spec.port);
+        let (keys, _) = fill(&mut c, "first");
+        let digest = c.cmd(&["DEBUG", "DIGEST"]).text();
+        drop(c);
+        let spec = server.kill9();
+
+        // SIGKILLed while it may be growing: whatever size it has, every key is there.
+        let mut bigger = spec.clone().with_module_arg("size", "32mb");
+        for delay_ms in [0u64, 2, 10, 40] {
+            let starting = bigger.spawn();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            bigger = starting.kill9_starting();
+        }
+        let server = bigger.start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(c.cmd(&["DEBUG", "DIGEST"]).text(), digest, "{flavor:?}");
+        let info = info_map(&mut c);
+        assert_eq!(info["pool_size"], (32u64 << 20).to_string(), "{flavor:?}");
+        assert_eq!(info["state"], "writable", "{flavor:?}: {info:?}");
+        assert!(server.log().contains("grown from") || server.log().contains("finished a grow"));
+        // The new space takes about as much again.
+        let (more, _) = fill(&mut c, "second");
+        assert!(
+            more.len() > keys.len(),
+            "{flavor:?}: {} then {}",
+            keys.len(),
+            more.len()
+        );
+        let digest = c.cmd(&["DEBUG", "DIGEST"]).text();
+        drop(c);
+        let spec = server.kill9();
+
+        // Offline: refused while a server holds the pool, then grown.
+        let holder = spec.start();
+        let (code, text) = nvm_tool(&["grow", &pool, "48mb"]);
+        assert_eq!(code, 2, "{flavor:?}: grew a pool in use: {text}");
+        let spec = holder.kill9();
+        let (code, text) = nvm_tool(&["grow", &pool, "48mb"]);
+        assert_eq!(code, 0, "{flavor:?}: {text}");
+        assert!(text.contains("grown"), "{text}");
+        let (code, text) = nvm_tool(&["grow", &pool, "20mb"]);
+        assert_eq!(code, 2, "{flavor:?}: shrank: {text}");
+        let (code, text) = nvm_tool(&["check", &pool]);
+        assert_eq!(code, 0, "{flavor:?}: {text}");
+        // Started with its old, smaller size: it keeps 48 MB and says so.
+        let server = spec.start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(c.cmd(&["DEBUG", "DIGEST"]).text(), digest, "{flavor:?}");
+        assert_eq!(info_map(&mut c)["pool_size"], (48u64 << 20).to_string());
+        assert!(server.log().contains("pools do not shrink"), "{flavor:?}");
+        ok(&mut c, &["SET", "after-offline-grow", "v"]);
+    }
+}

@@ -1,4 +1,4 @@
-//! nvm-tool: offline inspection of a redis-nvm pool file (layout v2).
+//! nvm-tool: offline inspection of a redis-nvm pool file (layout v4), and growing one.
 //!
 //! - `nvm-tool check <pool>` prints the superblock and the log, then checks the log
 //!   (`log: ok` or `log: CORRUPT ...`), the key space's journal and the key space itself
@@ -7,13 +7,17 @@
 //! - `nvm-tool summary <pool>` prints sizes and counters: pool and log size, the log's
 //!   backlog, applied and last lsn, keys (by type and by db), heap use.
 //! - `nvm-tool dump <pool> [--limit N]` prints one line per live log record.
+//! - `nvm-tool grow <pool> <size>` grows a pool that no server has open to `size`
+//!   (`16gb`, `20000000000`): the file is extended and its heap takes the new space; the
+//!   data stays as it is. Crash-safe at any point. Pools never shrink.
 //!
 //! Exit status: 0 healthy, 1 damage found, 2 the pool could not be inspected (missing,
 //! not a pool, truncated, locked by a server, bad usage), with one line on stderr.
 //!
-//! The pool is mapped read-only under a shared lock (`Pool::open_readonly`): the tool
-//! never writes, never repairs, never redoes a pending journal, and refuses while a
-//! server holds the pool. Opening the key space only reads it (free lists are rebuilt in
+//! Except for `grow`, the pool is mapped read-only under a shared lock
+//! (`Pool::open_readonly`): the tool never writes, never repairs, never redoes a pending
+//! journal, and refuses while a server holds the pool. `grow` opens it as a server
+//! would (exclusive lock, journal redo). Opening the key space only reads it (free lists are rebuilt in
 //! DRAM).
 
 #![forbid(unsafe_code)]
@@ -21,13 +25,15 @@
 use redis_nvm::effect::NO_EXPIRE;
 use redis_nvm::keyspace::{read_journal, KeySpace, Layout, StoreError, StoredValue};
 use redis_nvm::log::{LogError, LogState};
-use redis_nvm::pool::{Pool, PoolError, JOURNAL_WORD_OFFSET};
+use redis_nvm::pmem::RequestedMode;
+use redis_nvm::pool::{Pool, PoolError, PoolOptions, DEFAULT_LOG_SIZE, JOURNAL_WORD_OFFSET};
+use redis_nvm::redis::config::parse_size;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: nvm-tool check <pool> | nvm-tool summary <pool> | nvm-tool dump <pool> [--limit N]";
+const USAGE: &str = "usage: nvm-tool check <pool> | nvm-tool summary <pool> | \
+    nvm-tool dump <pool> [--limit N] | nvm-tool grow <pool> <size>";
 
 /// Exit status when damage was found.
 const DAMAGED: u8 = 1;
@@ -36,6 +42,7 @@ enum Command {
     Check(PathBuf),
     Summary(PathBuf),
     Dump(PathBuf, Option<u64>),
+    Grow(PathBuf, u64),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -49,6 +56,10 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 .map_err(|_| format!("--limit wants a number, got '{n}'"))?;
             Ok(Command::Dump(PathBuf::from(path), Some(n)))
         }
+        [cmd, path, size] if cmd == "grow" => {
+            let size = parse_size(size).map_err(|e| format!("grow: size {e}"))?;
+            Ok(Command::Grow(PathBuf::from(path), size))
+        }
         _ => Err(USAGE.to_string()),
     }
 }
@@ -59,6 +70,7 @@ fn main() -> ExitCode {
         Command::Check(path) => check(&path),
         Command::Summary(path) => summary(&path),
         Command::Dump(path, limit) => dump(&path, limit),
+        Command::Grow(path, size) => grow(&path, size),
     });
     match result {
         Ok(code) => code,
@@ -67,6 +79,35 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Grows the pool at `path` to `size` bytes (see the file comment).
+fn grow(path: &Path, size: u64) -> Result<ExitCode, String> {
+    if !path.is_file() {
+        return Err(format!("{}: no such pool file", path.display()));
+    }
+    let before = open(path)?.info().size;
+    if size <= before {
+        return Err(format!(
+            "{} is {before} bytes: it can only grow (asked for {size})",
+            path.display()
+        ));
+    }
+    let pool = Pool::open_or_create(&PoolOptions {
+        path: path.to_path_buf(),
+        size,
+        log_size: DEFAULT_LOG_SIZE,
+        mode: RequestedMode::Msync,
+        emulate_flush_delay_ns: 0,
+    })
+    .map_err(|e| e.to_string())?;
+    println!(
+        "grown: {} from {before} to {} bytes (heap {} bytes)",
+        path.display(),
+        pool.info().size,
+        pool.superblock().heap_size
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(path: &Path) -> Result<Pool, String> {

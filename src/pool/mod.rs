@@ -8,9 +8,11 @@
 //! (`keyspace::KeySpace::open`), by whoever will own it (the replayer thread).
 //!
 //! Invariants: a pool file at its final path always has a valid superblock (a new pool
-//! is formatted under a temporary name and linked into place only once durable); the
-//! process that opened a pool holds an exclusive flock on it for the `Pool`'s lifetime;
-//! an existing pool keeps the size and log size recorded in its superblock.
+//! is formatted under a temporary name and linked into place only once durable; a grow
+//! makes the file's new length durable before any superblock names it, and rewrites the
+//! superblock through its grow copy, see `superblock`); the process that opened a pool
+//! holds an exclusive flock on it for the `Pool`'s lifetime; an existing pool keeps its
+//! log size, and its size unless asked for a larger one (pools grow, never shrink).
 
 #![forbid(unsafe_code)]
 
@@ -18,8 +20,8 @@ mod superblock;
 
 pub use superblock::{
     Superblock, SuperblockError, BLOCK_LEN, DEFAULT_LOG_SIZE, FIXED_LEN, FORMAT_VERSION,
-    JOURNAL_OFFSET, JOURNAL_WORD_OFFSET, LOG_TAIL_OFFSET, MAGIC, MIN_LOG_SIZE, MIN_POOL_SIZE,
-    ROOT_LEN, ROOT_OFFSET, SUPERBLOCK_CRC_LEN,
+    GROW_COPY_OFFSET, JOURNAL_OFFSET, JOURNAL_WORD_OFFSET, LOG_TAIL_OFFSET, MAGIC, MIN_LOG_SIZE,
+    MIN_POOL_SIZE, ROOT_LEN, ROOT_OFFSET, SUPERBLOCK_CRC_LEN, SUPERBLOCK_LEN,
 };
 
 use crate::keyspace::{self, JournalOutcome, StoreError};
@@ -37,7 +39,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     pub path: PathBuf,
-    /// Size of a new pool in bytes (rounded down to 4 KiB); ignored for an existing pool.
+    /// Size of a new pool in bytes (rounded down to 4 KiB); an existing pool smaller than
+    /// this grows to it (its heap takes the new space), a larger one keeps its size.
     pub size: u64,
     /// Ring log size of a new pool; ignored for an existing pool.
     pub log_size: u64,
@@ -62,6 +65,9 @@ pub struct PoolInfo {
     pub created_unix_ms: u64,
     /// What recovery did with the key space's journal.
     pub journal: JournalOutcome,
+    /// The size this open grew the pool from (or finished growing it from, after a
+    /// crash during a grow: then the size is unknown and this is 0).
+    pub grown_from: Option<u64>,
 }
 
 /// Errors opening or creating a pool. Each displays as one line naming the path.
@@ -143,7 +149,7 @@ impl fmt::Display for PoolError {
             ),
             PoolError::UnsupportedVersion { path, version } => write!(
                 f,
-                "pool {} has format version {version}; this build reads version {FORMAT_VERSION} only. \
+                "pool {} has format version {version}; this build reads versions 3 and {FORMAT_VERSION} only. \
                  To migrate a version 2 pool: run the previous build on it, SAVE, stop the server, move \
                  the pool file aside and start this build (a new pool imports dump.rdb); version 1 \
                  pools came from development builds",
@@ -221,11 +227,31 @@ impl Pool {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (create_pool_file(opts)?, true),
             Err(e) => return Err(io_error(path, "open", e)),
         };
-        let sb = read_superblock_from_file(&file, path)?;
+        let (mut sb, grow_pending) = read_superblock_from_file(&file, path)?;
+        let grown = sb.grown(opts.size).ok();
+        if let Some(grown) = &grown {
+            // The new length is durable before any superblock names it.
+            allocate_file(&file, grown.pool_size)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error(path, "extend the pool file", e))?;
+        }
+        let map_len = grown.as_ref().map_or(sb.pool_size, |g| g.pool_size);
         let (media, reason) =
-            MappedFile::open(path, sb.pool_size, opts.mode, opts.emulate_flush_delay_ns)
+            MappedFile::open(path, map_len, opts.mode, opts.emulate_flush_delay_ns)
                 .map_err(|source| media_error(path, source))?;
-        Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file), true)
+        let mut grown_from = None;
+        if let Some(grown) = grown {
+            commit_grow(&media, &grown).map_err(|source| media_error(path, source))?;
+            grown_from = Some(sb.pool_size);
+            sb = grown;
+        } else if grow_pending {
+            commit_grow(&media, &sb).map_err(|source| media_error(path, source))?;
+            grown_from = Some(0);
+        }
+        let mut pool =
+            Pool::assemble(Arc::new(media), sb, path, created, reason, Some(file), true)?;
+        pool.info.grown_from = grown_from;
+        Ok(pool)
     }
 
     /// Repairs a damaged log: durably drops everything after its valid prefix. Returns
@@ -246,7 +272,7 @@ impl Pool {
     pub fn open_readonly(path: &Path) -> Result<Pool, PoolError> {
         let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
         lock(&file, path, false)?;
-        let sb = read_superblock_from_file(&file, path)?;
+        let (sb, _) = read_superblock_from_file(&file, path)?;
         let media = MappedFile::open_readonly(path, sb.pool_size)
             .map_err(|source| media_error(path, source))?;
         let reason = "opened read-only for inspection".to_string();
@@ -281,17 +307,22 @@ impl Pool {
                     need,
                 });
             }
-            let mut raw = [0u8; SUPERBLOCK_CRC_LEN + 4];
+            let (mut primary, mut copy) = ([0u8; SUPERBLOCK_LEN], [0u8; SUPERBLOCK_LEN]);
             media
-                .read(0, &mut raw)
+                .read(0, &mut primary)
+                .and_then(|()| media.read(GROW_COPY_OFFSET, &mut copy))
                 .map_err(|source| media_error(path, source))?;
-            let sb = Superblock::decode(&raw).map_err(|e| sb_error(path, e))?;
+            let (sb, grow_pending) =
+                Superblock::choose(&primary, &copy).map_err(|e| sb_error(path, e))?;
             if media.len() < sb.pool_size {
                 return Err(PoolError::Truncated {
                     path: path.to_path_buf(),
                     file_len: media.len(),
                     need: sb.pool_size,
                 });
+            }
+            if grow_pending {
+                commit_grow(media.as_ref(), &sb).map_err(|source| media_error(path, source))?;
             }
             sb
         };
@@ -349,6 +380,7 @@ impl Pool {
             mode_reason,
             created_unix_ms: sb.created_unix_ms,
             journal,
+            grown_from: None,
         };
         Ok(Pool {
             media,
@@ -463,7 +495,47 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), PoolError> {
     }
 }
 
-fn read_superblock_from_file(file: &File, path: &Path) -> Result<Superblock, PoolError> {
+/// Grows the pool on `media` (already as long as the new size) to `to` bytes: the heap
+/// takes the new space. Crash-safe at every flush and fence (`commit_grow`). For pools
+/// on caller-supplied media (tests); files grow through `PoolOptions::size`.
+pub fn grow_media(media: &dyn Media, to: u64) -> Result<Superblock, PoolError> {
+    let path = Path::new(MEDIA_PATH);
+    let (mut primary, mut copy) = ([0u8; SUPERBLOCK_LEN], [0u8; SUPERBLOCK_LEN]);
+    media
+        .read(0, &mut primary)
+        .and_then(|()| media.read(GROW_COPY_OFFSET, &mut copy))
+        .map_err(|source| media_error(path, source))?;
+    let (sb, _) = Superblock::choose(&primary, &copy).map_err(|e| sb_error(path, e))?;
+    let grown = sb.grown(to).map_err(|e| sb_error(path, e))?;
+    if media.len() < grown.pool_size {
+        return Err(PoolError::Truncated {
+            path: path.to_path_buf(),
+            file_len: media.len(),
+            need: grown.pool_size,
+        });
+    }
+    commit_grow(media, &grown).map_err(|source| media_error(path, source))?;
+    Ok(grown)
+}
+
+/// Makes `sb` the pool's superblock through the grow copy: copy durable, primary
+/// durable, copy cleared. A crash before the copy is durable leaves the old superblock;
+/// after, the copy is the superblock of record until the primary holds it.
+fn commit_grow(media: &dyn Media, sb: &Superblock) -> Result<(), MediaError> {
+    let enc = sb.encode();
+    media.write(GROW_COPY_OFFSET, &enc)?;
+    media.flush(GROW_COPY_OFFSET, enc.len() as u64)?;
+    media.fence()?;
+    media.write(0, &enc)?;
+    media.flush(0, enc.len() as u64)?;
+    media.fence()?;
+    media.write(GROW_COPY_OFFSET, &[0u8; SUPERBLOCK_LEN])?;
+    media.flush(GROW_COPY_OFFSET, SUPERBLOCK_LEN as u64)?;
+    media.fence()
+}
+
+/// The superblock of record and whether a grow is to be finished (see `superblock`).
+fn read_superblock_from_file(file: &File, path: &Path) -> Result<(Superblock, bool), PoolError> {
     let file_len = file
         .metadata()
         .map_err(|e| io_error(path, "stat", e))?
@@ -475,10 +547,11 @@ fn read_superblock_from_file(file: &File, path: &Path) -> Result<Superblock, Poo
             need: FIXED_LEN,
         });
     }
-    let mut raw = [0u8; SUPERBLOCK_CRC_LEN + 4];
-    file.read_exact_at(&mut raw, 0)
+    let (mut primary, mut copy) = ([0u8; SUPERBLOCK_LEN], [0u8; SUPERBLOCK_LEN]);
+    file.read_exact_at(&mut primary, 0)
+        .and_then(|()| file.read_exact_at(&mut copy, GROW_COPY_OFFSET))
         .map_err(|e| io_error(path, "read superblock", e))?;
-    let sb = Superblock::decode(&raw).map_err(|e| sb_error(path, e))?;
+    let (sb, grow_pending) = Superblock::choose(&primary, &copy).map_err(|e| sb_error(path, e))?;
     if file_len < sb.pool_size {
         return Err(PoolError::Truncated {
             path: path.to_path_buf(),
@@ -486,7 +559,7 @@ fn read_superblock_from_file(file: &File, path: &Path) -> Result<Superblock, Poo
             need: sb.pool_size,
         });
     }
-    Ok(sb)
+    Ok((sb, grow_pending))
 }
 
 /// Creates a new pool file: formatted and made durable under a temporary name, then

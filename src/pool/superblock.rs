@@ -1,12 +1,25 @@
-//! The superblock codec (pool offset 0, layout v3): every field little-endian at a fixed
+//! The superblock codec (pool offset 0, layout v4): every field little-endian at a fixed
 //! offset, protected by a crc32c over bytes 0..96. Decoding checks, in order, the magic
 //! (is this a pool at all?), the version (can we read it?), the crc (is it intact?) and
 //! the layout (do the fields make sense together?).
+//!
+//! Growing a pool rewrites the superblock, which spans two cache lines and so can tear:
+//! the new superblock is first made durable at `GROW_COPY_OFFSET`, then written over
+//! the primary, then the copy is cleared. A valid copy therefore means a grow that may
+//! not have finished: it is the superblock of record (`Superblock::choose`), and opening
+//! the pool finishes the grow.
 
 use std::fmt::Write as _;
 
 pub const MAGIC: [u8; 8] = *b"RNVMPOOL";
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// Version 3 differs only in having no grow copy (its bytes are zero, which reads as
+/// "no grow"): read as is, written as version 4 by its first grow.
+pub const UPGRADABLE_VERSION: u32 = 3;
+/// Where a grow makes its new superblock durable first (in the superblock area).
+pub const GROW_COPY_OFFSET: u64 = 2048;
+/// Encoded superblock bytes (fields and crc).
+pub const SUPERBLOCK_LEN: usize = SUPERBLOCK_CRC_LEN + 4;
 /// Bytes covered by the superblock crc; the crc itself sits right after them.
 pub const SUPERBLOCK_CRC_LEN: usize = 96;
 /// The superblock area (the rest of it is zero).
@@ -150,7 +163,7 @@ impl Superblock {
             return Err(SuperblockError::BadMagic);
         }
         let format_version = u32_at(b, 8);
-        if format_version != FORMAT_VERSION {
+        if format_version != FORMAT_VERSION && format_version != UPGRADABLE_VERSION {
             return Err(SuperblockError::UnsupportedVersion(format_version));
         }
         let stored = u32_at(b, SUPERBLOCK_CRC_LEN);
@@ -174,6 +187,45 @@ impl Superblock {
             journal_size: u64_at(b, 72),
             heap_offset: u64_at(b, 80),
             heap_size: u64_at(b, 88),
+        };
+        sb.check_layout()?;
+        Ok(sb)
+    }
+
+    /// The superblock of record, from the primary and the grow copy's bytes, and
+    /// whether a grow is to be finished: a valid copy of the same pool wins (its grow
+    /// may have torn the primary); an all-zero or torn copy is ignored.
+    pub fn choose(
+        primary: &[u8; SUPERBLOCK_LEN],
+        copy: &[u8; SUPERBLOCK_LEN],
+    ) -> Result<(Superblock, bool), SuperblockError> {
+        let primary = Superblock::decode(primary);
+        if copy.iter().any(|&b| b != 0) {
+            if let Ok(grown) = Superblock::decode(copy) {
+                match &primary {
+                    Ok(p) if p.uuid != grown.uuid => {}
+                    _ => return Ok((grown, true)),
+                }
+            }
+        }
+        primary.map(|p| (p, false))
+    }
+
+    /// This pool grown to `size` bytes (rounded down to 4 KiB): the heap takes the new
+    /// space; every other region stays where it is.
+    pub fn grown(&self, size: u64) -> Result<Superblock, SuperblockError> {
+        let pool_size = align_down(size);
+        if pool_size <= self.pool_size {
+            return Err(SuperblockError::Layout(format!(
+                "a pool of {} bytes cannot grow to {pool_size}",
+                self.pool_size
+            )));
+        }
+        let sb = Superblock {
+            format_version: FORMAT_VERSION,
+            pool_size,
+            heap_size: pool_size - self.heap_offset,
+            ..self.clone()
         };
         sb.check_layout()?;
         Ok(sb)

@@ -42,6 +42,8 @@ pub struct Settings {
     /// Fill levels of the key space (percent, ascending) at which the server log warns
     /// and a message is published (`fill-warnings "80 90 95"`; empty: none).
     pub fill_warnings: Vec<u8>,
+    /// `size` was given (an existing pool grows only to a size asked for).
+    pub size_given: bool,
 }
 
 /// Default `fill-warnings`.
@@ -86,6 +88,7 @@ impl Default for Settings {
             emulate_flush_delay_ns: 0,
             warmup_slice_us: DEFAULT_WARMUP_SLICE_US,
             fill_warnings: DEFAULT_FILL_WARNINGS.to_vec(),
+            size_given: false,
         }
     }
 }
@@ -125,7 +128,10 @@ impl Settings {
                 }
                 self.path = PathBuf::from(value);
             }
-            "size" => self.size = parse_size(value).map_err(|e| format!("module argument 'size': {e}"))?,
+            "size" => {
+                self.size = parse_size(value).map_err(|e| format!("module argument 'size': {e}"))?;
+                self.size_given = true;
+            }
             "log-size" => {
                 self.log_size = parse_bytes(value)
                     .ok()

@@ -121,7 +121,12 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
 
     let options = PoolOptions {
         path: settings.path.clone(),
-        size: settings.size,
+        // An existing pool grows to a size asked for, not to the default.
+        size: if settings.size_given || !settings.path.exists() {
+            settings.size
+        } else {
+            config::MIN_SIZE
+        },
         log_size: settings.log_size,
         mode: settings.mode,
         emulate_flush_delay_ns: settings.emulate_flush_delay_ns,
@@ -156,6 +161,25 @@ fn on_load(ctx: Ctx, argv: *mut *mut RedisModuleString, argc: c_int) -> c_int {
             return ERR;
         }
     };
+    match pool.info().grown_from {
+        Some(0) => ctx.log(
+            "notice",
+            &format!("redis-nvm: finished a grow of the pool that a crash interrupted: {} bytes", pool.info().size),
+        ),
+        Some(from) => ctx.log(
+            "notice",
+            &format!("redis-nvm: pool grown from {from} to {} bytes (its data kept in place)", pool.info().size),
+        ),
+        None if settings.size_given && settings.size < pool.info().size => ctx.log(
+            "warning",
+            &format!(
+                "redis-nvm: nvm.size {} is smaller than the pool's {} bytes: pools do not shrink; it keeps its size",
+                settings.size,
+                pool.info().size
+            ),
+        ),
+        None => {}
+    }
     replayer::publish_keyspace(&replayer);
     replayer::publish_durable(pool.log().committed_end());
     ctx.log(
@@ -424,7 +448,15 @@ fn set_config(name: &str, value: &str) -> Result<(), String> {
     let loaded = with_module(|_| ()).is_some();
     let mut settings = SETTINGS.lock().unwrap_or_else(|p| p.into_inner());
     if !loaded {
-        return settings.set(name, value);
+        // The server sets every config not in its configuration to its default through
+        // this callback too (module.c, loadModuleConfigs): the default size is no request
+        // to grow an existing pool.
+        let was_given = settings.size_given;
+        settings.set(name, value)?;
+        if name == "size" && !was_given && settings.size == config::DEFAULT_SIZE {
+            settings.size_given = false;
+        }
+        return Ok(());
     }
     let mut wanted = settings.clone();
     wanted.set(name, value)?;

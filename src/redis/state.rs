@@ -119,8 +119,8 @@ pub struct Module {
 
 /// How a full pool is grown (said by its errors and warnings).
 pub const GROW_HINT: &str =
-    "grow the pool: SAVE, then restart with the pool file moved aside and a \
-    larger nvm.size (a new pool imports dump.rdb)";
+    "grow the pool: restart with a larger nvm.size (the pool grows in place and keeps its data), \
+    or run `nvm-tool grow <pool> <size>` while the server is stopped";
 
 /// How full the key space is: what `NVM.INFO`, the warnings and the errors say.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -351,8 +351,7 @@ impl Module {
             Some(Refusal::Full { free, reserve }) => match super::replayer::stall_reason() {
                 Some(why) => format!(
                     "NVMFULL the NVM pool {path} cannot take writes: its key space stopped folding the log ({why}); \
-                     the write was not executed. Reads still work. To grow it: SAVE, then restart with the pool file \
-                     moved aside and a larger nvm.size (a new pool imports dump.rdb)"
+                     the write was not executed. Reads still work. Delete data, or {GROW_HINT}"
                 ),
                 None => format!(
                     "NVMFULL the log backlog of the NVM pool {path} is full ({free} bytes free, reserve {reserve}): \

@@ -349,6 +349,16 @@ impl Server {
         self.spec.clone()
     }
 
+    /// SIGKILL at once, without the final check (for a server killed while it starts,
+    /// before it can answer).
+    pub fn kill9_starting(mut self) -> ServerSpec {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spec.clone()
+    }
+
     fn kill_now(&mut self) {
         if !std::thread::panicking() {
             self.assert_nothing_in_doubt();
