@@ -98,12 +98,13 @@ fn a_grow_cut_anywhere_leaves_a_pool_with_all_its_data() {
 }
 
 #[test]
-fn a_grown_heap_takes_the_new_space() {
-    let sim = CrashSim::from_image(extended(pool_with_keys(0)));
-    // Fill the small pool's heap until a write no longer folds.
-    let fill = |sim: &CrashSim, from: u64| -> u64 {
-        let pool = Pool::from_media(Box::new(sim.clone()), false).expect("opens");
-        let mut r = replayer(&pool);
+fn an_open_pool_grows_in_use_and_its_heap_takes_the_new_space() {
+    let sim = CrashSim::from_image(pool_with_keys(0));
+    let mut pool = Pool::from_media(Box::new(sim.clone()), false).expect("opens");
+    let mut r = replayer(&pool);
+    // Fill the heap until a write no longer folds (straight into the key space, so
+    // that the write that finds it full is not left in the log).
+    let fill = |r: &mut redis_nvm::replay::Replayer, from: u64| -> u64 {
         let mut i = from;
         loop {
             let at = r.applied();
@@ -114,15 +115,38 @@ fn a_grown_heap_takes_the_new_space() {
         }
         i - from
     };
-    let small = fill(&sim, 0);
+    let small = fill(&mut r, 0);
     assert!(small > 1000, "{small}");
-    grow_media(&sim, NEW).expect("grows");
-    let more = fill(&sim, small);
+    let heap_end = pool.grow(NEW).expect("grows");
+    assert_eq!(pool.info().size, NEW);
+    r.grow_heap(heap_end);
+    let more = fill(&mut r, small);
     assert!(
         more >= small,
         "the grown heap took {more} keys, the first {small}"
     );
+    // Deletes make room; logged writes (as blobs) then overwrite other keys.
+    for i in 0..100 {
+        let at = r.applied();
+        let delete = Effect::Delete {
+            key: format!("key:{i}").into_bytes(),
+        };
+        r.keyspace_mut()
+            .apply_batch([(0, &delete)], &[], at)
+            .expect("a delete needs no room");
+    }
+    for i in 100..150 {
+        let overwrite = Effect::Put {
+            key: format!("key:{i}").into_bytes(),
+            value: Value::String(vec![b'b'; 100]),
+            expire_at_ms: NO_EXPIRE,
+        };
+        append_effect(&mut pool, &mut r, 0, &overwrite).expect("appends");
+        while step(&mut pool, &mut r).expect("folds") > 0 {}
+    }
+    drop(r);
+    drop(pool);
     let (size, ds) = dataset(sim.durable_image());
     assert_eq!(size, NEW);
-    assert_eq!(ds.dbs[&0].len() as u64, small + more);
+    assert_eq!(ds.dbs[&0].len() as u64, small + more - 100);
 }

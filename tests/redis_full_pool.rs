@@ -251,5 +251,40 @@ fn a_full_pool_grows_at_restart_and_offline() {
         assert_eq!(info_map(&mut c)["pool_size"], (48u64 << 20).to_string());
         assert!(server.log().contains("pools do not shrink"), "{flavor:?}");
         ok(&mut c, &["SET", "after-offline-grow", "v"]);
+
+        // Online: full again, then CONFIG SET nvm.size while other clients read and
+        // write; the writes refused for room run at once after it.
+        let (third, _) = fill(&mut c, "third");
+        let port = server.spec.port;
+        let busy = std::thread::spawn(move || {
+            let mut other = RawConn::connect(port);
+            let value = "f".repeat(2000);
+            let mut wrote = 0;
+            for i in 0..3000 {
+                assert_eq!(other.cmd(&["GET", &third[i % third.len()]]).text(), value);
+                if other.cmd(&["SET", &format!("during:{i}"), "v"]).text() == "OK" {
+                    wrote += 1;
+                }
+            }
+            wrote
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(c.cmd(&["CONFIG", "SET", "nvm.size", "64mb"]).text(), "OK");
+        ok(&mut c, &["SET", "after-online-grow", "v"]);
+        let wrote_during = busy.join().expect("the busy client");
+        assert!(wrote_during > 0, "{flavor:?}");
+        let info = info_map(&mut c);
+        assert_eq!(info["pool_size"], (64u64 << 20).to_string(), "{flavor:?}");
+        assert!(server.log().contains("grown online"), "{flavor:?}");
+        let (fourth, _) = fill(&mut c, "fourth");
+        assert!(fourth.len() > 1000, "{flavor:?}: {}", fourth.len());
+        let digest = c.cmd(&["DEBUG", "DIGEST"]).text();
+        drop(c);
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(c.cmd(&["DEBUG", "DIGEST"]).text(), digest, "{flavor:?}");
+        assert_eq!(info_map(&mut c)["pool_size"], (64u64 << 20).to_string());
+        let (code, text) = nvm_tool(&["check", &pool]);
+        assert_eq!(code, 2, "{flavor:?}: the pool is in use: {text}");
     }
 }

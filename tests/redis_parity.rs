@@ -253,8 +253,9 @@ fn the_module_reads_leave_no_trace() {
 }
 
 /// CONFIG SET of a config's current value succeeds (Redis's `CONFIG sanity` test does it);
-/// durability, the emulated flush delay and the warm-up slice change at run time; the rest refuse another
-/// value with a clear error; CONFIG REWRITE writes them into a stock redis.conf from which
+/// durability, the emulated flush delay, the warm-up slice and the fill warnings change at
+/// run time, the size grows the pool (never shrinks it); the rest refuse another value with
+/// a clear error; CONFIG REWRITE writes them into a stock redis.conf from which
 /// the server starts again.
 #[test]
 fn module_configs_behave_like_the_servers() {
@@ -285,8 +286,19 @@ fn module_configs_behave_like_the_servers() {
                 "{flavor:?}: CONFIG SET {name} {value}: {r:?}"
             );
         }
+        // The size grows the pool online, never shrinks it.
+        let r = c.cmd(&["CONFIG", "SET", "nvm.size", "32mb"]);
+        assert!(
+            r.err().is_some_and(|e| e.contains("do not shrink")),
+            "{flavor:?}: {r:?}"
+        );
+        assert_eq!(c.cmd(&["CONFIG", "SET", "nvm.size", "128mb"]).text(), "OK");
+        let info = c.cmd(&["NVM.INFO"]).text();
+        assert!(
+            info.contains(&format!("pool_size:{}", 128u64 << 20)),
+            "{info}"
+        );
         for (name, other) in [
-            ("nvm.size", "128mb"),
             ("nvm.log-size", "1mb"),
             ("nvm.mode", "msync"),
             ("nvm.path", "/tmp/x.nvm"),
@@ -331,6 +343,7 @@ fn module_configs_behave_like_the_servers() {
         assert_eq!(c.cmd(&["CONFIG", "REWRITE"]).text(), "OK");
         let rewritten = std::fs::read_to_string(&conf).unwrap();
         assert!(rewritten.contains("nvm.durability"), "{rewritten}");
+        assert!(rewritten.contains("nvm.size 128mb"), "{rewritten}");
         drop(c);
         let spec = server.kill9();
         let server = spec.start();

@@ -197,6 +197,15 @@ impl KeySpace {
         self.layout
     }
 
+    /// The pool grew: the heap ends at `heap_end` now (never lower), the new space free
+    /// above the top.
+    pub fn grow_heap(&mut self, heap_end: u64) {
+        if heap_end > self.layout.heap_end {
+            self.layout.heap_end = heap_end;
+            self.store.grow_heap(heap_end);
+        }
+    }
+
     /// Keys in every db.
     pub fn key_count(&self) -> Result<u64, StoreError> {
         let mut n = 0;

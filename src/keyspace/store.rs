@@ -393,6 +393,11 @@ impl Store {
         self.snapshot = None;
     }
 
+    /// The heap ends at `heap_end` now (the pool grew; never lower).
+    pub fn grow_heap(&mut self, heap_end: u64) {
+        self.heap_end = self.heap_end.max(heap_end);
+    }
+
     pub fn heap_range(&self) -> (u64, u64) {
         (self.heap_start, self.heap_end)
     }

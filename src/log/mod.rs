@@ -194,6 +194,11 @@ impl LogReader {
         }
     }
 
+    /// The heap grew (the pool did): blobs may now lie up to `end`.
+    pub fn grow_blob_area(&mut self, end: u64) {
+        self.blob_area.1 = self.blob_area.1.max(end);
+    }
+
     /// Pool offset of logical position `pos`.
     pub fn physical(&self, pos: u64) -> u64 {
         self.log_offset + pos % self.capacity.max(1)
@@ -314,6 +319,11 @@ impl Log {
         log.scan()?;
         log.committed_lsn = log.last_lsn;
         Ok(log)
+    }
+
+    /// The heap grew (the pool did): blobs may now lie up to `end`.
+    pub fn grow_blob_area(&mut self, end: u64) {
+        self.blob_area.1 = self.blob_area.1.max(end);
     }
 
     /// A reader of this log's region (for another thread too).

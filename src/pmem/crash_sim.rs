@@ -10,6 +10,7 @@
 //! Clones share one state, so a test can keep a handle after boxing one into a pool.
 
 use super::{check_range, check_word, Media, MediaError, MediaMode, CACHE_LINE};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const LINE: usize = CACHE_LINE as usize;
@@ -17,7 +18,8 @@ const LINE: usize = CACHE_LINE as usize;
 /// Crash-simulating media; see the module documentation.
 #[derive(Clone)]
 pub struct CrashSim {
-    len: u64,
+    /// Bytes (grows with `Media::grow`, shared by clones).
+    len: Arc<AtomicU64>,
     inner: Arc<Mutex<State>>,
 }
 
@@ -46,7 +48,7 @@ impl CrashSim {
     pub fn from_image(image: Vec<u8>) -> CrashSim {
         let lines = image.len().div_ceil(LINE);
         CrashSim {
-            len: image.len() as u64,
+            len: Arc::new(AtomicU64::new(image.len() as u64)),
             inner: Arc::new(Mutex::new(State {
                 durable: image.clone(),
                 live: image,
@@ -164,7 +166,26 @@ impl SplitMix64 {
 
 impl Media for CrashSim {
     fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn grow(&self, new_len: u64) -> Result<(), MediaError> {
+        let mut st = self.state();
+        st.alive()?;
+        let len =
+            usize::try_from(new_len).map_err(|_| MediaError::Unsupported("too long".into()))?;
+        if len <= st.live.len() {
+            return Err(MediaError::Unsupported(format!(
+                "cannot grow to {new_len} bytes"
+            )));
+        }
+        // The extension is zeros on both sides, as a file's new length is.
+        st.live.resize(len, 0);
+        st.durable.resize(len, 0);
+        let lines = len.div_ceil(LINE);
+        st.dirty.resize(lines, false);
+        self.len.store(new_len, Ordering::Release);
+        Ok(())
     }
 
     fn mode(&self) -> MediaMode {
@@ -174,14 +195,14 @@ impl Media for CrashSim {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
         let st = self.state();
         st.alive()?;
-        let start = check_range(offset, buf.len() as u64, self.len)?;
+        let start = check_range(offset, buf.len() as u64, self.len())?;
         let src = st
             .live
             .get(start..start + buf.len())
             .ok_or(MediaError::OutOfRange {
                 offset,
                 len: buf.len() as u64,
-                media_len: self.len,
+                media_len: self.len(),
             })?;
         buf.copy_from_slice(src);
         Ok(())
@@ -190,14 +211,14 @@ impl Media for CrashSim {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         let mut st = self.state();
         st.alive()?;
-        let start = check_range(offset, data.len() as u64, self.len)?;
+        let start = check_range(offset, data.len() as u64, self.len())?;
         let dst = st
             .live
             .get_mut(start..start + data.len())
             .ok_or(MediaError::OutOfRange {
                 offset,
                 len: data.len() as u64,
-                media_len: self.len,
+                media_len: self.len(),
             })?;
         dst.copy_from_slice(data);
         st.mark_dirty(start, data.len());
@@ -205,14 +226,14 @@ impl Media for CrashSim {
     }
 
     fn store_u64_atomic(&self, offset: u64, value: u64) -> Result<(), MediaError> {
-        check_word(offset, self.len)?;
+        check_word(offset, self.len())?;
         // Under the lock the 8 bytes change together, and torn persistence works on
         // whole aligned words, so this store can never be torn.
         self.write(offset, &value.to_le_bytes())
     }
 
     fn load_u64(&self, offset: u64) -> Result<u64, MediaError> {
-        check_word(offset, self.len)?;
+        check_word(offset, self.len())?;
         let mut b = [0u8; 8];
         self.read(offset, &mut b)?;
         Ok(u64::from_le_bytes(b))
@@ -220,7 +241,7 @@ impl Media for CrashSim {
 
     fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
         let mut st = self.state();
-        let start = check_range(offset, len, self.len)?;
+        let start = check_range(offset, len, self.len())?;
         st.event()?;
         if len == 0 {
             return Ok(());

@@ -1,7 +1,9 @@
 //! [`MappedFile`]: a [`Media`] over a shared memory mapping of a file.
 //!
-//! Invariants: the mapping covers exactly `len` bytes for the whole life of the value and
-//! is unmapped on drop; every access is bounds-checked against `len` before any pointer
+//! Invariants: the mapping covers exactly `len` bytes and is unmapped on drop; `len`
+//! only grows (`Media::grow` maps the file's extension right after the mapping, inside
+//! address space reserved at open, so no address ever changes while other threads use
+//! the media); every access is bounds-checked against `len` before any pointer
 //! arithmetic; the flush strategy (cache-line write-back or msync) is fixed at open time
 //! and reported with a one-sentence reason so the user knows what "durable" means here.
 
@@ -16,7 +18,16 @@ use std::time::{Duration, Instant};
 /// A file mapped with MAP_SHARED (plus MAP_SYNC in dax mode).
 pub struct MappedFile {
     ptr: *mut u8,
-    len: u64,
+    /// Bytes mapped (grows, never shrinks).
+    len: AtomicU64,
+    /// Address space reserved from `ptr` for the mapping to grow into (0: none, the
+    /// mapping cannot grow).
+    reserved: usize,
+    /// The file and the mmap flags its extensions are mapped with.
+    file: Option<std::fs::File>,
+    map_flags: libc::c_int,
+    /// Serializes grows.
+    growing: std::sync::Mutex<()>,
     mode: MediaMode,
     writable: bool,
     page_size: usize,
@@ -61,66 +72,27 @@ impl MappedFile {
             })?;
         let len = map_len(&file, path, len_hint)?;
         let flush = CacheFlush::detect();
-        let shared = libc::PROT_READ | libc::PROT_WRITE;
-        let p = path.display();
-        let (ptr, mode, reason) = match (requested, flush) {
-            (RequestedMode::Dax, Some(flush)) => match map_sync(&file, len) {
-                Ok(ptr) => (
-                    ptr,
-                    MediaMode::Dax(flush),
-                    format!(
-                        "dax mode requested and MAP_SYNC granted by {p}: flushing with {flush}"
-                    ),
-                ),
-                Err(e) => {
-                    return Err(MediaError::Unsupported(format!(
-                        "MAP_SYNC refused by {p}: {e}; not a DAX filesystem"
-                    )))
-                }
-            },
-            (RequestedMode::Auto, Some(flush)) => match map_sync(&file, len) {
-                Ok(ptr) => (
-                    ptr,
-                    MediaMode::Dax(flush),
-                    format!("MAP_SYNC granted by {p}: persistent memory, flushing with {flush}"),
-                ),
-                Err(e) => (
-                    map_plain(&file, len, shared, path)?,
-                    MediaMode::Msync,
-                    format!("MAP_SYNC refused ({e}): {p} is not on a DAX filesystem, using msync"),
-                ),
-            },
-            (RequestedMode::Auto, None) => (
-                map_plain(&file, len, shared, path)?,
-                MediaMode::Msync,
-                "this CPU has no cache-line flush instruction, using msync".to_string(),
-            ),
-            (RequestedMode::Emulate, Some(flush)) => (
-                map_plain(&file, len, shared, path)?,
-                MediaMode::Emulate {
-                    flush,
-                    delay_ns: emulate_delay_ns,
-                },
-                format!(
-                    "emulate mode requested: treating a plain mapping of {p} as persistent memory \
-                     ({flush} + sfence, delay {emulate_delay_ns} ns) - NOT power-loss safe"
-                ),
-            ),
-            (RequestedMode::Dax | RequestedMode::Emulate, None) => {
-                return Err(MediaError::Unsupported(format!(
-                    "{requested} mode needs cache-line flush instructions, which this CPU lacks"
-                )))
+        let (at, reserved) = reserve_for(len);
+        let result = map_in_mode(&file, len, at, requested, flush, path, emulate_delay_ns);
+        let (ptr, mode, reason) = match result {
+            Ok(mapped) => mapped,
+            Err(e) => {
+                release(at, reserved);
+                return Err(e);
             }
-            (RequestedMode::Msync, _) => (
-                map_plain(&file, len, shared, path)?,
-                MediaMode::Msync,
-                format!("msync mode requested: every flush of {p} is an msync(MS_SYNC)"),
-            ),
+        };
+        let map_flags = match mode {
+            MediaMode::Dax(_) => libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+            _ => libc::MAP_SHARED,
         };
         Ok((
             MappedFile {
                 ptr,
-                len,
+                len: AtomicU64::new(len),
+                reserved,
+                file: Some(file),
+                map_flags,
+                growing: std::sync::Mutex::new(()),
                 mode,
                 writable: true,
                 page_size: page_size(),
@@ -131,7 +103,80 @@ impl MappedFile {
             reason,
         ))
     }
+}
 
+/// Maps `len` bytes of `file` at `at` (reserved, or null: anywhere) in the mode that
+/// `requested` resolves to; the mapping, its mode and why.
+fn map_in_mode(
+    file: &std::fs::File,
+    len: u64,
+    at: *mut u8,
+    requested: RequestedMode,
+    flush: Option<CacheFlush>,
+    path: &Path,
+    emulate_delay_ns: u64,
+) -> Result<(*mut u8, MediaMode, String), MediaError> {
+    let shared = libc::PROT_READ | libc::PROT_WRITE;
+    let p = path.display();
+    let map_sync = |file: &std::fs::File, len: u64| map_sync(file, len, at);
+    let map_plain = |file: &std::fs::File, len: u64, prot: libc::c_int, path: &Path| {
+        map_plain(file, len, prot, path, at)
+    };
+    Ok(match (requested, flush) {
+        (RequestedMode::Dax, Some(flush)) => match map_sync(file, len) {
+            Ok(ptr) => (
+                ptr,
+                MediaMode::Dax(flush),
+                format!("dax mode requested and MAP_SYNC granted by {p}: flushing with {flush}"),
+            ),
+            Err(e) => {
+                return Err(MediaError::Unsupported(format!(
+                    "MAP_SYNC refused by {p}: {e}; not a DAX filesystem"
+                )))
+            }
+        },
+        (RequestedMode::Auto, Some(flush)) => match map_sync(file, len) {
+            Ok(ptr) => (
+                ptr,
+                MediaMode::Dax(flush),
+                format!("MAP_SYNC granted by {p}: persistent memory, flushing with {flush}"),
+            ),
+            Err(e) => (
+                map_plain(file, len, shared, path)?,
+                MediaMode::Msync,
+                format!("MAP_SYNC refused ({e}): {p} is not on a DAX filesystem, using msync"),
+            ),
+        },
+        (RequestedMode::Auto, None) => (
+            map_plain(file, len, shared, path)?,
+            MediaMode::Msync,
+            "this CPU has no cache-line flush instruction, using msync".to_string(),
+        ),
+        (RequestedMode::Emulate, Some(flush)) => (
+            map_plain(file, len, shared, path)?,
+            MediaMode::Emulate {
+                flush,
+                delay_ns: emulate_delay_ns,
+            },
+            format!(
+                "emulate mode requested: treating a plain mapping of {p} as persistent memory \
+                     ({flush} + sfence, delay {emulate_delay_ns} ns) - NOT power-loss safe"
+            ),
+        ),
+        (RequestedMode::Dax | RequestedMode::Emulate, None) => {
+            return Err(MediaError::Unsupported(format!(
+                "{requested} mode needs cache-line flush instructions, which this CPU lacks"
+            )))
+        }
+        (RequestedMode::Msync, _) => (
+            map_plain(file, len, shared, path)?,
+            MediaMode::Msync,
+            format!("msync mode requested: every flush of {p} is an msync(MS_SYNC)"),
+        ),
+    })
+}
+
+impl MappedFile {
     /// Maps an existing file read-only (PROT_READ) for inspection tools: every write,
     /// store or flush fails with `Unsupported`. Mode reported: msync.
     pub fn open_readonly(path: &Path, len_hint: u64) -> Result<MappedFile, MediaError> {
@@ -143,10 +188,14 @@ impl MappedFile {
                 source: io_err(path, "open", e),
             })?;
         let len = map_len(&file, path, len_hint)?;
-        let ptr = map_plain(&file, len, libc::PROT_READ, path)?;
+        let ptr = map_plain(&file, len, libc::PROT_READ, path, std::ptr::null_mut())?;
         Ok(MappedFile {
             ptr,
-            len,
+            len: AtomicU64::new(len),
+            reserved: 0,
+            file: None,
+            map_flags: libc::MAP_SHARED,
+            growing: std::sync::Mutex::new(()),
             mode: MediaMode::Msync,
             writable: false,
             page_size: page_size(),
@@ -211,20 +260,44 @@ fn page_size() -> usize {
 /// mmap(MAP_SHARED_VALIDATE | MAP_SYNC): succeeds only on a DAX filesystem, where stores
 /// flushed from the CPU caches are durable without any call into the kernel.
 #[cfg(target_os = "linux")]
-fn map_sync(file: &std::fs::File, len: u64) -> Result<*mut u8, io::Error> {
-    let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: a fresh mapping at a kernel-chosen address (no existing memory is affected);
-    // the fd is valid for the duration of the call and the result is checked below.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
-            file.as_raw_fd(),
-            0,
-        )
+fn map_sync(file: &std::fs::File, len: u64, at: *mut u8) -> Result<*mut u8, io::Error> {
+    map_file(
+        file,
+        at,
+        len,
+        0,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map_sync(_file: &std::fs::File, _len: u64, _at: *mut u8) -> Result<*mut u8, io::Error> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Maps `len` bytes of `file` from `offset`: at `at` (MAP_FIXED, which must lie in this
+/// value's own reservation) or, with `at` null, at a kernel-chosen address.
+fn map_file(
+    file: &std::fs::File,
+    at: *mut u8,
+    len: u64,
+    offset: u64,
+    prot: libc::c_int,
+    flags: libc::c_int,
+) -> Result<*mut u8, io::Error> {
+    let bad = || io::Error::from(io::ErrorKind::InvalidInput);
+    let len = usize::try_from(len).map_err(|_| bad())?;
+    let offset = libc::off_t::try_from(offset).map_err(|_| bad())?;
+    let flags = if at.is_null() {
+        flags
+    } else {
+        flags | libc::MAP_FIXED
     };
+    // SAFETY: either a fresh mapping at a kernel-chosen address, or MAP_FIXED over
+    // address space this value reserved (PROT_NONE, never handed out to anything else), so
+    // no existing memory is affected; the fd is valid for the call; the result is checked.
+    let ptr = unsafe { libc::mmap(at.cast(), len, prot, flags, file.as_raw_fd(), offset) };
     if ptr == libc::MAP_FAILED {
         Err(io::Error::last_os_error())
     } else {
@@ -232,9 +305,39 @@ fn map_sync(file: &std::fs::File, len: u64) -> Result<*mut u8, io::Error> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn map_sync(_file: &std::fs::File, _len: u64) -> Result<*mut u8, io::Error> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
+/// Address space a writable mapping of `len` bytes may grow into: at least 1 TiB (or
+/// twice `len`), PROT_NONE and unbacked, so it costs no memory. (null, 0) when the
+/// system refuses (an address-space limit): the mapping then cannot grow online.
+fn reserve_for(len: u64) -> (*mut u8, usize) {
+    let Ok(size) = usize::try_from(len.saturating_mul(2).max(1 << 40)) else {
+        return (std::ptr::null_mut(), 0);
+    };
+    // SAFETY: a fresh anonymous PROT_NONE mapping at a kernel-chosen address; nothing
+    // existing is affected; the result is checked.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        (std::ptr::null_mut(), 0)
+    } else {
+        (ptr.cast::<u8>(), size)
+    }
+}
+
+/// Gives back a reservation that no mapping used.
+fn release(at: *mut u8, reserved: usize) {
+    if !at.is_null() {
+        // SAFETY: [at, at+reserved) is a reservation made by `reserve_for` that nothing
+        // else references.
+        unsafe { libc::munmap(at.cast(), reserved) };
+    }
 }
 
 fn map_plain(
@@ -242,36 +345,24 @@ fn map_plain(
     len: u64,
     prot: libc::c_int,
     path: &Path,
+    at: *mut u8,
 ) -> Result<*mut u8, MediaError> {
-    let len_usize = usize::try_from(len).map_err(|_| {
+    usize::try_from(len).map_err(|_| {
         MediaError::Unsupported(format!("cannot map {} bytes of {}", len, path.display()))
     })?;
-    // SAFETY: a fresh mapping at a kernel-chosen address (no existing memory is affected);
-    // the fd is valid for the duration of the call and the result is checked below.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len_usize,
-            prot,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        Err(MediaError::Io {
-            op: "mmap",
-            source: io_err(path, "mmap", io::Error::last_os_error()),
-        })
-    } else {
-        Ok(ptr.cast::<u8>())
-    }
+    map_file(file, at, len, 0, prot, libc::MAP_SHARED).map_err(|e| MediaError::Io {
+        op: "mmap",
+        source: io_err(path, "mmap", e),
+    })
 }
 
 impl Drop for MappedFile {
     fn drop(&mut self) {
-        // `len` was checked to fit in usize at open.
-        let len = usize::try_from(self.len).unwrap_or(0);
+        // `len` was checked to fit in usize when mapped; a reservation covers the mapping.
+        let len = match self.reserved {
+            0 => usize::try_from(self.len.load(Ordering::Acquire)).unwrap_or(0),
+            reserved => reserved,
+        };
         // SAFETY: `ptr`/`len` describe the mapping created at open; it is unmapped exactly
         // once, here, and no reference into it can outlive `self`.
         unsafe {
@@ -282,7 +373,45 @@ impl Drop for MappedFile {
 
 impl Media for MappedFile {
     fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn grow(&self, new_len: u64) -> Result<(), MediaError> {
+        self.check_writable()?;
+        let _one_at_a_time = self.growing.lock().unwrap_or_else(|p| p.into_inner());
+        let len = self.len.load(Ordering::Acquire);
+        let room = u64::try_from(self.reserved).unwrap_or(0);
+        let page = self.page_size as u64;
+        let unsupported = |why: String| Err(MediaError::Unsupported(why));
+        if new_len <= len {
+            return unsupported(format!("cannot grow a mapping of {len} bytes to {new_len}"));
+        }
+        if new_len > room || !len.is_multiple_of(page) {
+            return unsupported(format!(
+                "the mapping of {} cannot grow in place (no address space reserved for {new_len} bytes); \
+                 restart with the larger size",
+                self.path.display()
+            ));
+        }
+        let (Some(file), Ok(at)) = (self.file.as_ref(), usize::try_from(len)) else {
+            return unsupported("no file to grow".into());
+        };
+        // SAFETY: `len` < `reserved`, so `ptr + len` stays inside the reservation.
+        let at = unsafe { self.ptr.add(at) };
+        map_file(
+            file,
+            at,
+            new_len - len,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            self.map_flags,
+        )
+        .map_err(|e| MediaError::Io {
+            op: "mmap",
+            source: io_err(&self.path, "mmap the grown part of", e),
+        })?;
+        self.len.store(new_len, Ordering::Release);
+        Ok(())
     }
 
     fn mode(&self) -> MediaMode {
@@ -304,7 +433,7 @@ impl Media for MappedFile {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        let start = check_range(offset, buf.len() as u64, self.len)?;
+        let start = check_range(offset, buf.len() as u64, self.len())?;
         // SAFETY: [start, start+buf.len()) lies inside the mapping (checked above) and
         // `buf` is a distinct Rust allocation, so the ranges cannot overlap.
         unsafe {
@@ -315,7 +444,7 @@ impl Media for MappedFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         self.check_writable()?;
-        let start = check_range(offset, data.len() as u64, self.len)?;
+        let start = check_range(offset, data.len() as u64, self.len())?;
         // SAFETY: [start, start+data.len()) lies inside the writable mapping (checked
         // above) and `data` is a distinct Rust allocation, so the ranges cannot overlap.
         unsafe {
@@ -326,7 +455,7 @@ impl Media for MappedFile {
 
     fn store_u64_atomic(&self, offset: u64, value: u64) -> Result<(), MediaError> {
         self.check_writable()?;
-        let start = check_word(offset, self.len)?;
+        let start = check_word(offset, self.len())?;
         // SAFETY: the word is inside the writable mapping and 8-aligned (checked above;
         // the mapping itself is page-aligned), which is all AtomicU64 requires; a single
         // aligned 8-byte store cannot be torn (invariant 7).
@@ -336,7 +465,7 @@ impl Media for MappedFile {
     }
 
     fn load_u64(&self, offset: u64) -> Result<u64, MediaError> {
-        let start = check_word(offset, self.len)?;
+        let start = check_word(offset, self.len())?;
         // SAFETY: the word is inside the mapping and 8-aligned (checked above).
         let word = unsafe { AtomicU64::from_ptr(self.ptr.add(start).cast::<u64>()) };
         Ok(u64::from_le(word.load(Ordering::Acquire)))
@@ -344,11 +473,11 @@ impl Media for MappedFile {
 
     fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
         self.check_writable()?;
-        let start = check_range(offset, len, self.len)?;
+        let start = check_range(offset, len, self.len())?;
         if len == 0 {
             return Ok(());
         }
-        // `offset + len <= self.len`, which was checked to fit in usize at open.
+        // `offset + len <= self.len()`, which was checked to fit in usize when mapped.
         let end = start + len as usize;
         match self.mode {
             MediaMode::Dax(kind) | MediaMode::Emulate { flush: kind, .. } => {
@@ -390,7 +519,7 @@ impl Media for MappedFile {
             return self.flush(offset, data.len() as u64);
         }
         self.check_writable()?;
-        let start = check_range(offset, data.len() as u64, self.len)?;
+        let start = check_range(offset, data.len() as u64, self.len())?;
         // Non-temporal stores need 8-byte alignment: the unaligned edges (none for log
         // records, which are 8-aligned and padded) take the store + flush path.
         let head = (8 - start % 8) % 8;
@@ -418,7 +547,7 @@ impl Media for MappedFile {
             return self.flush(offset, 8);
         }
         self.check_writable()?;
-        let start = check_word(offset, self.len)?;
+        let start = check_word(offset, self.len())?;
         // SAFETY: the word is inside the writable mapping and 8-aligned (checked above);
         // one aligned 8-byte non-temporal store cannot be torn (invariant 7).
         unsafe { stream_word(self.ptr.add(start), value.to_le()) };

@@ -211,6 +211,15 @@ pub trait Media: Send + Sync {
     /// Orders all earlier flushes: after it returns they are durable.
     fn fence(&self) -> Result<(), MediaError>;
 
+    /// Makes the media `new_len` bytes long (the backing file already is), keeping every
+    /// address of the bytes it has: what another thread reads stays valid. Unsupported
+    /// where it cannot grow in place.
+    fn grow(&self, new_len: u64) -> Result<(), MediaError> {
+        Err(MediaError::Unsupported(format!(
+            "this media cannot grow to {new_len} bytes"
+        )))
+    }
+
     /// Emulation mode only: changes the busy-wait modelled per fence (`nvm.emulate-flush-
     /// delay-ns`, settable at run time). False where there is nothing to change.
     fn set_emulated_delay_ns(&self, _ns: u64) -> bool {

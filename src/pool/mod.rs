@@ -419,6 +419,34 @@ impl Pool {
         })
     }
 
+    /// Grows this open pool to `size` bytes while it is in use: the file is extended and
+    /// that made durable, the mapping extended in place (no address changes), the
+    /// superblock rewritten through its grow copy (crash-safe at every step, as at
+    /// start-up). Returns the heap's new end: the key space's owner raises its heap to it
+    /// (`Replayer::grow_heap`); until then nothing is allocated in the new space.
+    pub fn grow(&mut self, size: u64) -> Result<u64, PoolError> {
+        let path = self.info.path.clone();
+        let grown = self
+            .superblock
+            .grown(size)
+            .map_err(|e| sb_error(&path, e))?;
+        if let Some(file) = &self._lock {
+            allocate_file(file, grown.pool_size)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error(&path, "extend the pool file", e))?;
+        }
+        self.media
+            .grow(grown.pool_size)
+            .map_err(|source| media_error(&path, source))?;
+        commit_grow(self.media.as_ref(), &grown).map_err(|source| media_error(&path, source))?;
+        let heap_end = grown.heap_offset + grown.heap_size;
+        self.info.grown_from = Some(self.superblock.pool_size);
+        self.info.size = grown.pool_size;
+        self.superblock = grown;
+        self.log.grow_blob_area(heap_end);
+        Ok(heap_end)
+    }
+
     /// A shared handle on the media (for the replayer thread).
     pub fn media_arc(&self) -> Arc<dyn Media> {
         Arc::clone(&self.media)

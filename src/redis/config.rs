@@ -209,12 +209,12 @@ impl Settings {
 
 impl Settings {
     /// Whether the server, once running, may go from `self` to `wanted`: durability, the
-    /// emulated flush delay and the warm-up slice change at once; the pool's path, size, log size and mode
-    /// are fixed while it is open, so only their current value is accepted.
+    /// emulated flush delay, the warm-up slice and the fill warnings change at once (and
+    /// the size grows the pool, see `set_config`); the pool's path, log size and mode are
+    /// fixed while it is open, so only their current value is accepted.
     pub fn change_at_run_time(&self, wanted: &Settings) -> Result<(), String> {
         let fixed = [
             ("path", self.path != wanted.path),
-            ("size", self.size != wanted.size),
             ("log-size", self.log_size != wanted.log_size),
             ("mode", self.mode != wanted.mode),
         ];
@@ -321,10 +321,10 @@ mod tests {
         same.set("durability", "everysec").unwrap();
         same.set("emulate-flush-delay-ns", "300").unwrap();
         assert_eq!(now.change_at_run_time(&same), Ok(()));
-        let mut bigger = now.clone();
-        bigger.set("size", "16gb").unwrap();
-        let err = now.change_at_run_time(&bigger).unwrap_err();
-        assert!(err.contains("nvm.size") && err.contains("restart"), "{err}");
+        let mut elsewhere = now.clone();
+        elsewhere.set("path", "/elsewhere.nvm").unwrap();
+        let err = now.change_at_run_time(&elsewhere).unwrap_err();
+        assert!(err.contains("nvm.path") && err.contains("restart"), "{err}");
     }
 
     #[test]

@@ -460,6 +460,23 @@ fn set_config(name: &str, value: &str) -> Result<(), String> {
     }
     let mut wanted = settings.clone();
     wanted.set(name, value)?;
+    if name == "size" && wanted.size != settings.size {
+        // The pool grows online to a larger size; it never shrinks.
+        let size = wanted.size;
+        with_module(|m| {
+            let current = m.pool.info().size;
+            match size.cmp(&current) {
+                std::cmp::Ordering::Greater => m.grow(size),
+                std::cmp::Ordering::Less => Err(format!(
+                    "nvm.size {size} is smaller than the pool's {current} bytes: pools do not shrink"
+                )),
+                std::cmp::Ordering::Equal => Ok(()),
+            }
+        })
+        .unwrap_or(Ok(()))?;
+        settings.size = size;
+        return Ok(());
+    }
     settings.change_at_run_time(&wanted)?;
     if wanted.durability != settings.durability {
         // Deferred records become durable before writes stop being deferred.

@@ -119,8 +119,8 @@ pub struct Module {
 
 /// How a full pool is grown (said by its errors and warnings).
 pub const GROW_HINT: &str =
-    "grow the pool: restart with a larger nvm.size (the pool grows in place and keeps its data), \
-    or run `nvm-tool grow <pool> <size>` while the server is stopped";
+    "grow the pool: CONFIG SET nvm.size <larger size> (online; CONFIG REWRITE keeps it), or restart \
+    with a larger nvm.size, or run `nvm-tool grow <pool> <size>` while the server is stopped";
 
 /// How full the key space is: what `NVM.INFO`, the warnings and the errors say.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -277,6 +277,29 @@ impl Module {
              (reserve {reserve}, largest free block {largest}): the write was not executed. Delete data, or \
              {GROW_HINT}"
         ))
+    }
+
+    /// Grows the pool online to `size` bytes (`CONFIG SET nvm.size`): the pool's file,
+    /// mapping and superblock (`Pool::grow`), then the key space's heap, under the
+    /// replayer's lock; writes are re-admitted at once if they were refused for room.
+    pub fn grow(&mut self, size: u64) -> Result<(), String> {
+        let from = self.pool.info().size;
+        let heap_end = self.pool.grow(size).map_err(|e| e.to_string())?;
+        if let Some(shared) = super::replayer::shared() {
+            let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+            r.grow_heap(heap_end);
+            super::replayer::publish_keyspace(&r);
+        }
+        self.update_admission();
+        super::ffi::log_line(
+            "notice",
+            &format!(
+                "redis-nvm: pool {} grown online from {from} to {} bytes",
+                self.pool.info().path.display(),
+                self.pool.info().size
+            ),
+        );
+        Ok(())
     }
 
     /// Durability everysec: makes deferred appends durable once a second has passed

@@ -167,6 +167,12 @@ impl Replayer {
         }
     }
 
+    /// The pool grew: the key space's heap, and where blobs may be, end at `heap_end`.
+    pub fn grow_heap(&mut self, heap_end: u64) {
+        self.keyspace.grow_heap(heap_end);
+        self.reader.grow_blob_area(heap_end);
+    }
+
     /// Gives the key space back (e.g. to a checker) .
     pub fn into_keyspace(self) -> KeySpace {
         self.keyspace
