@@ -1,4 +1,4 @@
-//! The pool file (layout v3, see docs/format.md): a superblock, the commit words, the key
+//! The pool file (layout v4, see docs/format.md): a superblock, the commit words, the key
 //! space's root and redo journal, the ring log, then the key space's heap. All integers
 //! little-endian at explicit offsets.
 //!

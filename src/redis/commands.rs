@@ -22,7 +22,7 @@ pub const HELP: &[&str] = &[
     "NVM.DBSIZE    -- keys of this db in the NVM key space.",
     "NVM.SCAN cursor [MATCH pattern] [COUNT count] [TYPE type] -- like SCAN, over the NVM key space (served at any time, also while a restart's warm-up runs).",
     "NVM.HELP      -- this text.",
-    "Also: INFO nvm; CONFIG GET nvm.*; the offline tool `nvm-tool check <pool>`.",
+    "Also: INFO nvm; CONFIG GET nvm.*; CONFIG SET nvm.size <larger> grows the pool online; SUBSCRIBE __redis-nvm__:fill for fill warnings; the offline tool `nvm-tool check|summary|dump|grow <pool>`.",
 ];
 
 pub fn nvm_help(ctx: Ctx) {
