@@ -311,8 +311,9 @@ def report(args, rows, command_line, started, finished, pool_fs):
             f"| {r['encoding']} | {r['before']['used_memory']:,} | {r['before']['heap']:,} "
             f"| {D.fmt_bytes(r['pool_alloc'])} |")
     add("")
-    add("`pool file allocated`: the pool file's allocated blocks (st_blocks × 512) on its filesystem, log ring "
-        "and superblock included; the file itself is sparse.")
+    add("`pool file allocated`: the pool file's allocated blocks (st_blocks × 512) on its filesystem. The module "
+        "reserves the whole `size` with posix_fallocate when it creates the pool, so this is the pool's size, "
+        "whatever the data: `keyspace_heap_used` is the part the data takes.")
     add("")
     add("## Commands")
     add("")
@@ -340,7 +341,7 @@ def parse_args():
         description="What each data type costs in the NVM pool (keyspace_heap_used) against what it costs in "
                     "Redis's RAM (used_memory): one fresh server and pool per row.",
         epilog="Memory: one server at a time, a few hundred MB of DRAM, plus the 4 GB pool file on --pool-dir "
-               "(sparse; well under 1 GB touched at scale 1). Exit 0 = every row completed, 2 = a row failed, "
+               "(allocated in full with posix_fallocate, so --pool-dir needs 4 GB free). Exit 0 = every row completed, 2 = a row failed, "
                "1 = harness error, 130 = interrupted.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--rows", help=f"comma list of rows to run (from {','.join(names)}); default all")

@@ -286,5 +286,18 @@ fn a_full_pool_grows_at_restart_and_offline() {
         assert_eq!(info_map(&mut c)["pool_size"], (64u64 << 20).to_string());
         let (code, text) = nvm_tool(&["check", &pool]);
         assert_eq!(code, 2, "{flavor:?}: the pool is in use: {text}");
+
+        // SIGKILLed while an online grow may be running: every acknowledged write is
+        // there, at either size.
+        c.send(&["CONFIG", "SET", "nvm.size", "96mb"]).unwrap();
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert_eq!(c.cmd(&["DEBUG", "DIGEST"]).text(), digest, "{flavor:?}");
+        let size = info_map(&mut c)["pool_size"].clone();
+        assert!(
+            size == (64u64 << 20).to_string() || size == (96u64 << 20).to_string(),
+            "{flavor:?}: {size}"
+        );
+        ok(&mut c, &["SET", "after-a-cut-grow", "v"]);
     }
 }
