@@ -40,13 +40,15 @@ test-redis-suite-stock: deps ## the same units on stock redis-server, and proof 
 run: build ## start SERVER on PORT in the foreground with the module (pool: ./data/redis.nvm)
 	@bash scripts/run.sh
 
-bench: build ## SET throughput vs stock persistence, replayer throughput, restart time, latency while persisting, writes on big values (~30 min)
+bench: build ## SET throughput vs stock persistence, replayer throughput, restart time, latency while persisting, writes on big values, streams, pool capacity per type, full-log fold (~35 min)
 	python3 bench/bench.py $(BENCH_ARGS)
 	$(CARGO) test --release --test core_bench replay_throughput -- --ignored --nocapture
 	python3 bench/restart.py
 	python3 bench/latency.py
 	python3 bench/bigvalues.py
 	python3 bench/streams.py
+	python3 bench/capacity.py
+	$(CARGO) test --release --test core_bench full_log_fold -- --ignored --nocapture
 
 fmt: ## cargo fmt
 	$(CARGO) fmt
