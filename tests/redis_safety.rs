@@ -1143,10 +1143,10 @@ fn admin_surface() {
             conf.get("nvm.emulate-flush-delay-ns").map(String::as_str),
             Some("0")
         );
-        let r = c.cmd(&["CONFIG", "SET", "nvm.size", "128mb"]);
+        let r = c.cmd(&["CONFIG", "SET", "nvm.mode", "msync"]);
         assert!(
             r.err().is_some(),
-            "{flavor:?}: nvm.size is immutable: {r:?}"
+            "{flavor:?}: nvm.mode is fixed while the pool is open: {r:?}"
         );
 
         let check = c.cmd(&["NVM.CHECK"]).text();
