@@ -903,3 +903,24 @@ fn ring_log_wraps_while_the_replayer_folds() {
         assert_eq!(got, StoredValue::String(v), "db {db} key {key:?}");
     }
 }
+
+/// A writable pool is mapped at a 2 MiB-aligned address (file offset 0), so that on a DAX
+/// file system the kernel can use 2 MiB pages; and a pool of 8 MiB or more is a whole
+/// number of 2 MiB pages.
+#[test]
+fn a_pool_is_mapped_for_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    let mut o = opts(&path, RequestedMode::Emulate);
+    o.size = (10 << 20) + 12345;
+    let pool = Pool::open_or_create(&o).unwrap();
+    assert_eq!(pool.info().size, 10 << 20);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with(&path.display().to_string()))
+        .unwrap_or_else(|| panic!("no mapping of the pool in {maps}"));
+    let start = u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+    assert_eq!(start % (2 << 20), 0, "{line}");
+    drop(pool);
+}

@@ -305,29 +305,51 @@ fn map_file(
     }
 }
 
+/// Persistent memory is fast only when mapped with 2 MiB pages, which the kernel uses for
+/// a DAX file only where the virtual address (and the file offset, 0 here) is 2 MiB
+/// aligned (PMDK aligns its mappings the same way).
+pub const HUGE_PAGE: usize = 2 << 20;
+
 /// Address space a writable mapping of `len` bytes may grow into: at least 1 TiB (or
-/// twice `len`), PROT_NONE and unbacked, so it costs no memory. (null, 0) when the
-/// system refuses (an address-space limit): the mapping then cannot grow online.
+/// twice `len`), starting on a `HUGE_PAGE` boundary, PROT_NONE and unbacked, so it costs
+/// no memory. (null, 0) when the system refuses (an address-space limit): the mapping
+/// then cannot grow online (and lands wherever the kernel puts it).
 fn reserve_for(len: u64) -> (*mut u8, usize) {
     let Ok(size) = usize::try_from(len.saturating_mul(2).max(1 << 40)) else {
         return (std::ptr::null_mut(), 0);
     };
+    let Some(padded) = size.checked_add(HUGE_PAGE) else {
+        return (std::ptr::null_mut(), 0);
+    };
     // SAFETY: a fresh anonymous PROT_NONE mapping at a kernel-chosen address; nothing
     // existing is affected; the result is checked.
-    let ptr = unsafe {
+    let raw = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            size,
+            padded,
             libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
     };
-    if ptr == libc::MAP_FAILED {
-        (std::ptr::null_mut(), 0)
-    } else {
-        (ptr.cast::<u8>(), size)
+    if raw == libc::MAP_FAILED {
+        return (std::ptr::null_mut(), 0);
+    }
+    let raw = raw.cast::<u8>();
+    let head = (HUGE_PAGE - (raw as usize) % HUGE_PAGE) % HUGE_PAGE;
+    let tail = HUGE_PAGE - head;
+    // SAFETY: `head + size + tail == padded`: the aligned start and the two trimmed ends
+    // all lie inside the reservation just made, which nothing else references.
+    unsafe {
+        let aligned = raw.add(head);
+        if head > 0 {
+            libc::munmap(raw.cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap(aligned.add(size).cast(), tail);
+        }
+        (aligned, size)
     }
 }
 

@@ -39,8 +39,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     pub path: PathBuf,
-    /// Size of a new pool in bytes (rounded down to 4 KiB); an existing pool smaller than
-    /// this grows to it (its heap takes the new space), a larger one keeps its size.
+    /// Size of a new pool in bytes (rounded down to 4 KiB, to 2 MiB from 8 MiB on); an
+    /// existing pool smaller than this grows to it (its heap takes the new space), a
+    /// larger one keeps its size.
     pub size: u64,
     /// Ring log size of a new pool; ignored for an existing pool.
     pub log_size: u64,

@@ -75,6 +75,20 @@ fn align_down(v: u64) -> u64 {
     v - v % SIZE_ALIGN
 }
 
+/// Pools of at least this size are a whole number of 2 MiB pages (persistent memory is
+/// mapped with 2 MiB pages only where the mapping covers whole ones; see `pmem::mapped`).
+const HUGE_PAGE_POOLS: u64 = 8 << 20;
+const HUGE_PAGE: u64 = 2 << 20;
+
+/// A requested pool size as the pool will have it.
+fn pool_size_for(size: u64) -> u64 {
+    if size >= HUGE_PAGE_POOLS {
+        size - size % HUGE_PAGE
+    } else {
+        align_down(size)
+    }
+}
+
 fn u32_at(b: &[u8; SUPERBLOCK_CRC_LEN + 4], at: usize) -> u32 {
     let mut w = [0u8; 4];
     if let Some(s) = b.get(at..at + 4) {
@@ -92,8 +106,8 @@ fn u64_at(b: &[u8; SUPERBLOCK_CRC_LEN + 4], at: usize) -> u64 {
 }
 
 impl Superblock {
-    /// A superblock for a new pool of (about) `size` bytes, rounded down to 4 KiB, at
-    /// least `MIN_POOL_SIZE`, with a ring log of (at most) `log_size` bytes: the journal
+    /// A superblock for a new pool of (about) `size` bytes, rounded down to 4 KiB (to
+    /// 2 MiB from 8 MiB on), at least `MIN_POOL_SIZE`, with a ring log of (at most) `log_size` bytes: the journal
     /// takes 1/64 of the pool (64 KiB..4 MiB), the log at most half of what remains, the
     /// key space's heap the rest.
     pub fn new(
@@ -108,7 +122,7 @@ impl Superblock {
                 min: MIN_POOL_SIZE,
             });
         }
-        let pool_size = size - size % SIZE_ALIGN;
+        let pool_size = pool_size_for(size);
         let journal_size = align_down((pool_size / 64).clamp(64 << 10, 4 << 20));
         let journal_end = JOURNAL_OFFSET + journal_size;
         let space = pool_size - journal_end;
@@ -211,10 +225,10 @@ impl Superblock {
         primary.map(|p| (p, false))
     }
 
-    /// This pool grown to `size` bytes (rounded down to 4 KiB): the heap takes the new
-    /// space; every other region stays where it is.
+    /// This pool grown to `size` bytes (rounded down like a new pool's size): the heap
+    /// takes the new space; every other region stays where it is.
     pub fn grown(&self, size: u64) -> Result<Superblock, SuperblockError> {
-        let pool_size = align_down(size);
+        let pool_size = pool_size_for(size);
         if pool_size <= self.pool_size {
             return Err(SuperblockError::Layout(format!(
                 "a pool of {} bytes cannot grow to {pool_size}",
