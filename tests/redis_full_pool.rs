@@ -6,19 +6,8 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn info_map(c: &mut RawConn) -> HashMap<String, String> {
-    let r = c.cmd(&["NVM.INFO"]);
-    assert!(r.err().is_none(), "NVM.INFO: {r:?}");
-    r.text()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
 
 fn ok(c: &mut RawConn, args: &[&str]) -> Resp {
     let r = c.cmd(args);

@@ -11,17 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `NVM.INFO` through a raw connection, as a map.
-fn info_map(c: &mut RawConn) -> HashMap<String, String> {
-    let r = c.cmd(&["NVM.INFO"]);
-    assert!(r.err().is_none(), "NVM.INFO: {r:?}");
-    r.text()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
 fn raw(server: &Server) -> RawConn {
     RawConn::connect(server.spec.port)
 }

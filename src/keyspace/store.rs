@@ -375,14 +375,8 @@ impl Store {
         if below > at {
             gaps.push((at, below - at));
         }
-        for (mut start, mut len) in gaps {
-            while len >= GRAIN {
-                let class = class_at_most(len);
-                self.free.entry(class).or_default().push(start);
-                self.free_bytes += class;
-                start += class;
-                len -= class;
-            }
+        for (start, len) in gaps {
+            self.free_gap(start, len);
         }
         for (off, class) in std::mem::take(&mut self.deferred) {
             self.free.entry(class).or_default().push(off);
@@ -422,14 +416,8 @@ impl Store {
         if self.top > at {
             gaps.push((at, self.top - at));
         }
-        for (mut start, mut len) in gaps {
-            while len >= GRAIN {
-                let class = class_at_most(len);
-                self.free.entry(class).or_default().push(start);
-                self.free_bytes += class;
-                start += class;
-                len -= class;
-            }
+        for (start, len) in gaps {
+            self.free_gap(start, len);
         }
         self.used_bytes = (self.top - self.heap_start) - self.free_bytes;
         self.unknown_below = self.heap_start;
@@ -495,15 +483,20 @@ impl Store {
             .find(|(_, offs)| !offs.is_empty())?;
         let off = offs.pop()?;
         self.free_bytes -= big;
-        let (mut at, mut left) = (off + class, big - class);
-        while left >= GRAIN {
-            let piece = class_at_most(left);
-            self.free.entry(piece).or_default().push(at);
-            self.free_bytes += piece;
-            at += piece;
-            left -= piece;
-        }
+        self.free_gap(off + class, big - class);
         Some(off)
+    }
+
+    /// Puts the free range `[start, start+len)` on the free lists, as blocks of the
+    /// largest classes that fill it.
+    fn free_gap(&mut self, mut start: u64, mut len: u64) {
+        while len >= GRAIN {
+            let class = class_at_most(len);
+            self.free.entry(class).or_default().push(start);
+            self.free_bytes += class;
+            start += class;
+            len -= class;
+        }
     }
 
     /// Allocates a block outside any batch (a log blob, see `KeySpace::alloc_blob`).

@@ -710,3 +710,14 @@ pub fn dump_records(pool: &Path) -> Vec<DumpedRecord> {
         })
         .collect()
 }
+
+/// `NVM.INFO` through a raw connection, as a map.
+pub fn info_map(c: &mut RawConn) -> std::collections::HashMap<String, String> {
+    let r = c.cmd(&["NVM.INFO"]);
+    assert!(r.err().is_none(), "NVM.INFO: {r:?}");
+    r.text()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
