@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export SERVER PORT POOL_SIZE MODE POOL
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test test-redis-suite test-redis-suite-stock run bench fmt lint clean
+.PHONY: help deps build test test-redis-suite test-redis-suite-stock test-dax run bench fmt lint clean
 
 help: ## list the targets
 	@echo "redis-nvm make targets:"
@@ -25,9 +25,10 @@ deps: ## install what is missing (redis, valkey, libclang, python3) with apt-get
 build: deps ## cargo build --release (module libredis_nvm.so + nvm-tool)
 	$(CARGO) build --release
 
-test: build ## every test (unit, core, real servers, Redis's own suite with the module), then cargo fmt --check and clippy
+test: build ## every test (unit, core, real servers, Redis's own suite with the module, dax mode in qemu guests), then cargo fmt --check and clippy
 	$(CARGO) test --release
 	python3 scripts/redis_suite.py
+	@bash scripts/dax/run.sh
 	@bash scripts/lint.sh
 
 test-redis-suite: build ## Redis 7.0.15's own test suite against redis-server with the module (~5 min)
@@ -36,6 +37,9 @@ test-redis-suite: build ## Redis 7.0.15's own test suite against redis-server wi
 test-redis-suite-stock: deps ## the same units on stock redis-server, and proof that every skipped test fails there too
 	python3 scripts/redis_suite.py --stock
 	python3 scripts/redis_suite.py --stock --check-skips
+
+test-dax: build ## dax mode on a real fsdax file system, in qemu guests (TCG; root; builds the guest once into target/dax-guest; ~3 min, ~5 from scratch)
+	@bash scripts/dax/run.sh
 
 run: build ## start SERVER on PORT in the foreground with the module (pool: ./data/redis.nvm)
 	@bash scripts/run.sh

@@ -35,6 +35,9 @@ have_cmd python3       || need main python3 "bench/bench.py"
 have_cmd make          || need main make "the Makefile"
 have_cmd tclsh         || need main tcl "Redis's own test suite (scripts/redis_suite.py)"
 have_cmd ps            || need main procps "ps/pgrep"
+have_cmd debootstrap   || need main debootstrap "make test-dax: the qemu guest's root file system"
+# From backports: bookworm's qemu-system-x86 conflicts with the backports qemu-utils.
+have_cmd qemu-system-x86_64 || need backports qemu-system-x86 "make test-dax: the guest with a real DAX file system"
 have_cmd valkey-server || need backports valkey-server "Valkey 8 server for tests"
 { have_cmd valkey-cli && have_cmd valkey-benchmark; } || need backports valkey-tools "valkey-cli, valkey-benchmark"
 
