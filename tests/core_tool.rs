@@ -1,6 +1,6 @@
 //! The offline `nvm-tool`: exit codes and output of `check`, `summary` and `dump` on
-//! healthy, corrupt (log and key space), truncated, missing and in-use pools; it must
-//! never modify the pool.
+//! healthy, corrupt (log and key space), truncated, missing and in-use pools, which must
+//! never modify the pool; and `grow`, which only grows one no server holds.
 
 use redis_nvm::effect::{encode, Effect, Value, NO_EXPIRE};
 use redis_nvm::keyspace::layout::{
@@ -491,4 +491,43 @@ fn errors_exit_2_with_one_line() {
         assert_eq!(t.lines().count(), 1, "{t}");
         assert!(t.contains("p.nvm") && t.contains("cut short"), "{t}");
     }
+}
+
+/// `grow`: the only writing command. It grows a pool no server has open, keeps every
+/// record and the identity, refuses to shrink, refuses a bad size, and refuses while the
+/// pool is held; `summary` then shows the new size and the heap's fill.
+#[test]
+fn grow_grows_a_pool_offline_and_nothing_else() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.nvm");
+    make_pool(&path);
+    let p = path.display().to_string();
+    let before = text(&tool(&["dump", &p]));
+    let out = tool(&["grow", &p, "4mb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("to 4194304 bytes"), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 << 20);
+    assert_eq!(text(&tool(&["dump", &p])), before, "the records are kept");
+    let summary = text(&tool(&["summary", &p]));
+    assert!(
+        summary.contains("pool size: 4194304") && summary.contains("heap fill:"),
+        "{summary}"
+    );
+    assert_eq!(tool(&["check", &p]).status.code(), Some(0));
+    for (size, why) in [("2mb", "can only grow"), ("lots", "size")] {
+        let out = tool(&["grow", &p, size]);
+        assert_eq!(out.status.code(), Some(2), "{size}: {}", text(&out));
+        assert!(text(&out).contains(why), "{size}: {}", text(&out));
+    }
+    let held = Pool::open_or_create(&opts(&path)).unwrap();
+    let out = tool(&["grow", &p, "8mb"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "grew a pool in use: {}",
+        text(&out)
+    );
+    drop(held);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 << 20);
 }

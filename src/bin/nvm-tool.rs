@@ -340,6 +340,11 @@ fn summary(path: &Path) -> Result<ExitCode, String> {
         println!("heap used: {} bytes", heap.used);
         println!("heap free: {} bytes", heap.free);
         println!("heap capacity: {} bytes", heap.capacity);
+        println!("heap largest free block: {} bytes", heap.largest_free);
+        println!(
+            "heap fill: {:.1}% (grow with `nvm-tool grow <pool> <size>`, or CONFIG SET nvm.size online)",
+            (heap.capacity - heap.free.min(heap.capacity)) as f64 * 100.0 / heap.capacity.max(1) as f64
+        );
     }
     let (line, log_damaged) = log_status(&pool)?;
     if log_damaged {
