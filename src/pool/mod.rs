@@ -308,20 +308,7 @@ impl Pool {
                     need,
                 });
             }
-            let (mut primary, mut copy) = ([0u8; SUPERBLOCK_LEN], [0u8; SUPERBLOCK_LEN]);
-            media
-                .read(0, &mut primary)
-                .and_then(|()| media.read(GROW_COPY_OFFSET, &mut copy))
-                .map_err(|source| media_error(path, source))?;
-            let (sb, grow_pending) =
-                Superblock::choose(&primary, &copy).map_err(|e| sb_error(path, e))?;
-            if media.len() < sb.pool_size {
-                return Err(PoolError::Truncated {
-                    path: path.to_path_buf(),
-                    file_len: media.len(),
-                    need: sb.pool_size,
-                });
-            }
+            let (sb, grow_pending) = read_superblock_from_media(media.as_ref(), path)?;
             if grow_pending {
                 commit_grow(media.as_ref(), &sb).map_err(|source| media_error(path, source))?;
             }
@@ -529,12 +516,7 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), PoolError> {
 /// on caller-supplied media (tests); files grow through `PoolOptions::size`.
 pub fn grow_media(media: &dyn Media, to: u64) -> Result<Superblock, PoolError> {
     let path = Path::new(MEDIA_PATH);
-    let (mut primary, mut copy) = ([0u8; SUPERBLOCK_LEN], [0u8; SUPERBLOCK_LEN]);
-    media
-        .read(0, &mut primary)
-        .and_then(|()| media.read(GROW_COPY_OFFSET, &mut copy))
-        .map_err(|source| media_error(path, source))?;
-    let (sb, _) = Superblock::choose(&primary, &copy).map_err(|e| sb_error(path, e))?;
+    let (sb, _) = read_superblock_from_media(media, path)?;
     let grown = sb.grown(to).map_err(|e| sb_error(path, e))?;
     if media.len() < grown.pool_size {
         return Err(PoolError::Truncated {
@@ -561,6 +543,28 @@ fn commit_grow(media: &dyn Media, sb: &Superblock) -> Result<(), MediaError> {
     media.write(GROW_COPY_OFFSET, &[0u8; SUPERBLOCK_LEN])?;
     media.flush(GROW_COPY_OFFSET, SUPERBLOCK_LEN as u64)?;
     media.fence()
+}
+
+/// The superblock of record on `media` and whether a grow is to be finished (see
+/// `superblock`); media shorter than the pool it holds is refused.
+fn read_superblock_from_media(
+    media: &dyn Media,
+    path: &Path,
+) -> Result<(Superblock, bool), PoolError> {
+    let (mut primary, mut copy) = ([0u8; SUPERBLOCK_LEN], [0u8; SUPERBLOCK_LEN]);
+    media
+        .read(0, &mut primary)
+        .and_then(|()| media.read(GROW_COPY_OFFSET, &mut copy))
+        .map_err(|source| media_error(path, source))?;
+    let (sb, grow_pending) = Superblock::choose(&primary, &copy).map_err(|e| sb_error(path, e))?;
+    if media.len() < sb.pool_size {
+        return Err(PoolError::Truncated {
+            path: path.to_path_buf(),
+            file_len: media.len(),
+            need: sb.pool_size,
+        });
+    }
+    Ok((sb, grow_pending))
 }
 
 /// The superblock of record and whether a grow is to be finished (see `superblock`).
