@@ -266,6 +266,90 @@ fn streams_with_consumer_groups() {
     }
 }
 
+/// Consumer-group commands and FUNCTION writes fire no keyspace event: they are logged at
+/// the end of the iteration in which they *run*, which is not the one in which the filter
+/// saw them when they were queued in MULTI (EXEC comes later, after another client's EXEC)
+/// or when a blocked XREADGROUP is served by a later XADD. Before the fix all three were
+/// acknowledged, then lost on SIGKILL.
+#[test]
+fn group_and_function_writes_run_in_a_later_iteration_survive_sigkill() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("later-iteration");
+        let server = ServerSpec::module(flavor, &dir).start();
+        let port = server.spec.port;
+        let mut c = server.conn();
+        run_script(
+            &mut c,
+            "XADD s 1-1 a 1
+             XADD s 2-1 a 2
+             XGROUP CREATE s g 0
+             XGROUP CREATE s h $
+             XREADGROUP GROUP g c1 COUNT 2 STREAMS s >",
+        );
+        // A queues, B runs a transaction of its own, then A's EXEC runs the queued writes.
+        let mut a = RawConn::connect(port);
+        let mut b = RawConn::connect(port);
+        a.cmd(&["MULTI"]);
+        a.cmd(&["XACK", "s", "g", "1-1"]);
+        a.cmd(&["XCLAIM", "s", "g", "c9", "0", "2-1", "JUSTID"]);
+        a.cmd(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=lib1\nredis.register_function('f1', function() return 1 end)",
+        ]);
+        b.cmd(&["MULTI"]);
+        b.cmd(&["SET", "x", "1"]);
+        assert_eq!(b.cmd(&["EXEC"]).items().len(), 1);
+        let replies = a.cmd(&["EXEC"]).items();
+        assert_eq!(replies[0].int(), Some(1), "{flavor:?}: XACK in EXEC");
+        assert_eq!(
+            replies[2].text(),
+            "lib1",
+            "{flavor:?}: FUNCTION LOAD in EXEC"
+        );
+        // A blocked XREADGROUP, served by an XADD in a later iteration.
+        let mut reader = RawConn::connect(port);
+        reader
+            .send(&[
+                "XREADGROUP",
+                "GROUP",
+                "h",
+                "c2",
+                "BLOCK",
+                "10000",
+                "STREAMS",
+                "s",
+                ">",
+            ])
+            .unwrap();
+        wait_until("the reader blocks", Duration::from_secs(5), || {
+            b.cmd(&["INFO", "clients"])
+                .text()
+                .contains("blocked_clients:1")
+        });
+        b.cmd(&["XADD", "s", "3-1", "a", "3"]);
+        let delivered = reader.read().unwrap();
+        let entries = delivered.items()[0].items()[1].items();
+        assert_eq!(
+            entries[0].items()[0].text(),
+            "3-1",
+            "{flavor:?}: {delivered:?}"
+        );
+        let state = |c: &mut Connection| {
+            (
+                format!("{:?}", q(c, &["XINFO", "STREAM", "s", "FULL"])),
+                format!("{:?}", q(c, &["FUNCTION", "LIST"])),
+            )
+        };
+        let before = state(&mut c);
+        let server = server.kill9().start();
+        let mut c = server.conn();
+        let after = state(&mut c);
+        assert_eq!(after.0, before.0, "{flavor:?}: consumer groups differ");
+        assert_eq!(after.1, before.1, "{flavor:?}: libraries differ");
+    }
+}
+
 #[test]
 fn key_operations_and_all_dbs() {
     for flavor in FLAVORS {

@@ -18,7 +18,8 @@
 //!   XACK/XCLAIM/XAUTOCLAIM/XREADGROUP change consumer groups without any event. Those keys
 //!   are logged whole at the end of the event-loop iteration (BEFORE_SLEEP), which the
 //!   server runs before it writes the iteration's replies (docs/design.md says where that
-//!   ordering does not hold).
+//!   ordering does not hold); `silent` finds the iteration in which a queued or blocked
+//!   one actually runs.
 //!   This fallback is always correct; it covers EXEC, scripts' unusual paths, SPOP,
 //!   blocked clients served later, `loaded` (DEBUG RELOAD, a replica's full sync) and
 //!   commands this file has never heard of.
@@ -155,7 +156,11 @@ fn effect_for(
                 None
             }
         },
-        b"xadd" => stream_added(ctx, key).map(|e| (db, vec![e], How::FieldLevel)),
+        b"xadd" => {
+            // A blocked XREADGROUP on this stream may be served right after this command.
+            super::silent::note_stream_write(db, key);
+            stream_added(ctx, key).map(|e| (db, vec![e], How::FieldLevel))
+        }
         b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, vec![e], How::FieldLevel)),
         _ => {
             let plan = HintTable::with(|t| t.take_plan(key_object, event, key));

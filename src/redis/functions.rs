@@ -2,8 +2,9 @@
 //!
 //! FUNCTION LOAD / DELETE / FLUSH / RESTORE fire no keyspace event and no module API tells
 //! a module that the libraries changed, so: the command filter notes every FUNCTION write
-//! (and the next EXEC after one that may have been queued; and the end of a load, which a
-//! replica's full sync or DEBUG RELOAD brings); at the end of that event-loop iteration,
+//! (and every EXEC while one that may have been queued has not run: `silent::Tracker`;
+//! and the end of a load, which a replica's full sync or DEBUG RELOAD brings); at the end
+//! of that event-loop iteration,
 //! before the server writes the iteration's replies, the libraries are dumped if one
 //! ran and, if they differ from what the pool holds, logged whole (`Effect::Functions`). At start-up
 //! the pool's libraries replace what the server loaded from RDB/AOF (or, for a new pool,
@@ -19,9 +20,10 @@
 #![forbid(unsafe_code)]
 
 use super::ffi::{Ctx, Reply};
+use super::silent::{calls_and_rejections, Tracker};
 use super::state::with_module;
 use crate::effect::Effect;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// Nothing to look at this iteration.
@@ -32,10 +34,16 @@ const LOOK: u8 = 1;
 const LOADED: u8 = 2;
 static PENDING: AtomicU8 = AtomicU8::new(IDLE);
 
-/// A FUNCTION write may have been queued in MULTI: the next EXEC may run it. (Redis
-/// 7.0's filter cannot tell a queued command from a run one: there, every FUNCTION write
-/// arms it; Valkey 8 and Redis 7.2+ say whether the client is in MULTI.)
-static MAYBE_QUEUED: AtomicBool = AtomicBool::new(false);
+/// FUNCTION writes the filter let through against those the server ran or rejected, and
+/// whether one may still be queued in MULTI: then every EXEC may run it, whichever client
+/// sends it (Redis 7.0's filter cannot tell a queued command from a run one: there, every
+/// FUNCTION write may be queued; Valkey 8 and Redis 7.2+ say whether the client is in
+/// MULTI). Cleared only when the server has counted every write let through.
+static QUEUED: Mutex<(Tracker, bool)> = Mutex::new((Tracker::new(), false));
+
+fn queued() -> std::sync::MutexGuard<'static, (Tracker, bool)> {
+    QUEUED.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The footprint at the last look.
 static LAST: Mutex<Option<Footprint>> = Mutex::new(None);
@@ -48,6 +56,8 @@ static LAST: Mutex<Option<Footprint>> = Mutex::new(None);
 struct Footprint {
     libraries: Option<Vec<u8>>,
     write_calls: [Option<u64>; 4],
+    /// Calls and rejected calls of the writes, all together (for `QUEUED`).
+    counted: u64,
 }
 
 const WRITES: [&str; 4] = ["load", "delete", "flush", "restore"];
@@ -63,6 +73,10 @@ fn footprint(ctx: Ctx) -> Footprint {
     let stats = ctx.server_info_fields("commandstats", WRITE_STATS);
     Footprint {
         libraries,
+        counted: stats
+            .iter()
+            .map(|s| s.as_deref().map(calls_and_rejections).unwrap_or(0))
+            .sum(),
         write_calls: stats.map(|s| s.as_deref().and_then(calls_of)),
     }
 }
@@ -91,11 +105,13 @@ pub fn note_command(
     if is(name, "function") {
         if first_arg.is_some_and(|sub| WRITES.iter().any(|w| is(sub, w))) {
             PENDING.fetch_max(LOOK, Ordering::Relaxed);
+            let mut q = queued();
+            q.0.note();
             if in_multi() != Some(false) {
-                MAYBE_QUEUED.store(true, Ordering::Relaxed);
+                q.1 = true;
             }
         }
-    } else if is(name, "exec") && MAYBE_QUEUED.swap(false, Ordering::Relaxed) {
+    } else if is(name, "exec") && queued().1 {
         PENDING.fetch_max(LOOK, Ordering::Relaxed);
     }
 }
@@ -103,8 +119,13 @@ pub fn note_command(
 /// Start-up has restored (or imported) the libraries: nothing is pending.
 pub fn settled(ctx: Ctx) {
     PENDING.store(IDLE, Ordering::Relaxed);
-    MAYBE_QUEUED.store(false, Ordering::Relaxed);
-    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(footprint(ctx));
+    let now = footprint(ctx);
+    *queued() = {
+        let mut t = Tracker::new();
+        t.settle(now.counted);
+        (t, false)
+    };
+    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
 }
 
 /// A load (a replica's full sync, DEBUG RELOAD) ended: it brought libraries too.
@@ -127,6 +148,12 @@ pub fn log_if_changed(ctx: Ctx) {
         return;
     }
     let now = footprint(ctx);
+    {
+        let mut q = queued();
+        if q.0.look(now.counted).settled {
+            q.1 = false;
+        }
+    }
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
     let unchanged = match last.as_ref() {
         Some(before) if pending == LOOK && *before == now => true,

@@ -20,6 +20,7 @@ mod rdb_string;
 mod reads;
 mod replayer;
 mod restore;
+mod silent;
 mod startup;
 mod state;
 mod warmup;
@@ -591,7 +592,11 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
                 return;
             }
         }
-        note_silent_stream_writes(&f, name);
+        silent::note_command(
+            name,
+            || (1..f.len()).map(|i| f.arg(i)).collect(),
+            || f.client_in_multi(),
+        );
         functions::note_command(name, (f.len() > 1).then(|| f.arg(1)), || {
             f.client_in_multi()
         });
@@ -730,23 +735,6 @@ fn is_write(f: &Filter, name: &[u8]) -> bool {
         || f.writes_a_key()
 }
 
-/// XACK, XCLAIM, XAUTOCLAIM and XREADGROUP change consumer groups without any keyspace
-/// event: their streams are logged whole at the end of the event-loop iteration.
-fn note_silent_stream_writes(f: &Filter, name: &[u8]) {
-    let silent = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    if silent("xack") || silent("xclaim") || silent("xautoclaim") {
-        capture::defer(None, f.arg(1).to_vec());
-    } else if silent("xreadgroup") {
-        let args: Vec<&[u8]> = (1..f.len()).map(|i| f.arg(i)).collect();
-        if let Some(p) = args.iter().position(|a| a.eq_ignore_ascii_case(b"streams")) {
-            let rest = &args[p + 1..];
-            for key in &rest[..rest.len() / 2] {
-                capture::defer(None, key.to_vec());
-            }
-        }
-    }
-}
-
 unsafe extern "C" fn on_keyspace(
     ctx: *mut RedisModuleCtx,
     _type: c_int,
@@ -790,6 +778,7 @@ unsafe extern "C" fn on_server_event(
                 startup::run(ctx);
                 warmup::before_sleep();
             } else {
+                silent::before_sleep(ctx);
                 if capture::has_deferred() {
                     let databases = with_module(|m| m.databases).unwrap_or(16);
                     capture::log_deferred(ctx, databases);

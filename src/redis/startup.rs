@@ -187,6 +187,7 @@ pub fn run(ctx: Ctx) {
     }
     with_module(|m| m.functions = libraries);
     super::functions::settled(ctx);
+    super::silent::settled(ctx);
 
     {
         // Start-up went through server calls (COMMAND, restoring): clients must not see

@@ -211,7 +211,6 @@ impl Module {
             .iter()
             .filter(|&&l| fill.percent >= f64::from(l) - 2.0)
             .count();
-        let path = self.pool.info().path.display().to_string();
         if crossed > self.fill_warned {
             self.fill_warned = crossed;
             let refused_at =
@@ -219,9 +218,10 @@ impl Module {
             return Some((
                 "warning",
                 format!(
-                    "redis-nvm: the NVM pool {path} is {:.1}% full (key space: {} bytes free of {}; level {}%); \
+                    "redis-nvm: the NVM pool {} is {:.1}% full (key space: {} bytes free of {}; level {}%); \
                      writes that add data are refused from about {refused_at:.0}%, deletes always run. \
                      Delete data, or {GROW_HINT}",
+                    self.pool.info().path.display(),
                     fill.percent, fill.headroom, fill.capacity, levels[crossed - 1]
                 ),
             ));
@@ -231,7 +231,8 @@ impl Module {
             return Some((
                 "notice",
                 format!(
-                    "redis-nvm: the NVM pool {path} is back to {:.1}% full (key space: {} bytes free of {})",
+                    "redis-nvm: the NVM pool {} is back to {:.1}% full (key space: {} bytes free of {})",
+                    self.pool.info().path.display(),
                     fill.percent, fill.headroom, fill.capacity
                 ),
             ));
