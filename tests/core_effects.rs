@@ -125,6 +125,19 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
             key,
             min_id: Some(StreamId { ms, seq })
         }),
+        (
+            b(),
+            b(),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3)
+        )
+            .prop_map(|(key, group, ids)| Effect::StreamAck {
+                key,
+                group,
+                ids: ids
+                    .into_iter()
+                    .map(|(ms, seq)| StreamId { ms, seq })
+                    .collect()
+            }),
         any::<u32>().prop_map(|other| Effect::SwapDb { other }),
         (b(), any::<u32>()).prop_map(|(key, to_db)| Effect::Move { key, to_db }),
         (b(), any::<u64>(), b()).prop_map(|(key, offset, bytes)| Effect::StringWrite {

@@ -113,6 +113,7 @@ const ZSET_REM_RANGE: u8 = 28;
 const SET_STORE: u8 = 29;
 const COPY: u8 = 30;
 const FUNCTIONS: u8 = 31;
+const STREAM_ACK: u8 = 32;
 
 const VALUE_STRING: u8 = 0;
 const VALUE_LIST: u8 = 1;
@@ -271,6 +272,16 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
                 }
             }
             STREAM_TRIM
+        }
+        Effect::StreamAck { key, group, ids } => {
+            w.bytes(key);
+            w.bytes(group);
+            w.len(ids.len());
+            for id in ids {
+                w.u64(id.ms);
+                w.u64(id.seq);
+            }
+            STREAM_ACK
         }
         Effect::FlushDb => FLUSH_DB,
         Effect::FlushAll => FLUSH_ALL,
@@ -441,6 +452,20 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
                 }),
             };
             Effect::StreamTrim { key, min_id }
+        }
+        STREAM_ACK => {
+            let key = r.bytes()?;
+            let group = r.bytes()?;
+            let n = r.count(16)?;
+            let ids = (0..n)
+                .map(|_| {
+                    Ok(StreamId {
+                        ms: r.u64()?,
+                        seq: r.u64()?,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            Effect::StreamAck { key, group, ids }
         }
         FLUSH_DB => Effect::FlushDb,
         FLUSH_ALL => Effect::FlushAll,

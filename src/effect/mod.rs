@@ -172,6 +172,13 @@ pub enum Effect {
         key: Vec<u8>,
         min_id: Option<StreamId>,
     },
+    /// XACK: remove `ids` from `group`'s pending entries and from their consumers'
+    /// (nothing for an id that is not pending, a missing group or a missing key).
+    StreamAck {
+        key: Vec<u8>,
+        group: Vec<u8>,
+        ids: Vec<StreamId>,
+    },
     FlushDb,
     FlushAll,
     /// Swap the record's db with `other`.
@@ -262,6 +269,7 @@ impl Effect {
             | Effect::ListTrim { key, .. }
             | Effect::StreamAdd { key, .. }
             | Effect::StreamTrim { key, .. }
+            | Effect::StreamAck { key, .. }
             | Effect::StringWrite { key, .. }
             | Effect::ListSet { key, .. }
             | Effect::ListInsert { key, .. }
@@ -299,6 +307,7 @@ impl Effect {
             Effect::ListTrim { .. } => "list-trim",
             Effect::StreamAdd { .. } => "stream-add",
             Effect::StreamTrim { .. } => "stream-trim",
+            Effect::StreamAck { .. } => "stream-ack",
             Effect::FlushDb => "flush-db",
             Effect::FlushAll => "flush-all",
             Effect::SwapDb { .. } => "swap-db",

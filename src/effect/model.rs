@@ -20,6 +20,8 @@ pub enum ModelValue {
     Stream {
         dump: Option<Vec<u8>>,
         entries: BTreeMap<StreamId, Pairs>,
+        /// XACKs since the dump, in order: (group, ids).
+        acks: Vec<(Vec<u8>, Vec<StreamId>)>,
     },
 }
 
@@ -59,6 +61,7 @@ impl From<&Value> for ModelValue {
             Value::StreamDump(d) => ModelValue::Stream {
                 dump: Some(d.clone()),
                 entries: BTreeMap::new(),
+                acks: Vec::new(),
             },
         }
     }
@@ -367,6 +370,7 @@ impl Dataset {
                 let s = self.collection(db, key, || ModelValue::Stream {
                     dump: None,
                     entries: BTreeMap::new(),
+                    acks: Vec::new(),
                 })?;
                 let ModelValue::Stream { entries, .. } = s else {
                     return Err(wrong_type(key, "stream"));
@@ -382,6 +386,14 @@ impl Dataset {
                         None => entries.clear(),
                         Some(min) => entries.retain(|id, _| id >= min),
                     }
+                }
+            }
+            Effect::StreamAck { key, group, ids } => {
+                if let Some(e) = self.db(db).get_mut(key) {
+                    let ModelValue::Stream { acks, .. } = &mut e.value else {
+                        return Err(wrong_type(key, "stream"));
+                    };
+                    acks.push((group.clone(), ids.clone()));
                 }
             }
             Effect::FlushDb => {

@@ -146,7 +146,9 @@ impl KeySpace {
             if let StoredValue::Stream { ops, .. } = &mut value {
                 // Ops keep the key they were logged under; the key may have been renamed.
                 for op in ops.iter_mut() {
-                    if let Effect::StreamAdd { key: k, .. } | Effect::StreamTrim { key: k, .. } = op
+                    if let Effect::StreamAdd { key: k, .. }
+                    | Effect::StreamTrim { key: k, .. }
+                    | Effect::StreamAck { key: k, .. } = op
                     {
                         k.clone_from(&key);
                     }

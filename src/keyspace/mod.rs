@@ -338,6 +338,7 @@ impl KeySpace {
                             value: ModelValue::Stream {
                                 dump,
                                 entries: BTreeMap::new(),
+                                acks: Vec::new(),
                             },
                             expire_at_ms: NO_EXPIRE,
                         },

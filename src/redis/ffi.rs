@@ -60,6 +60,13 @@ pub enum KeyType {
 #[derive(Clone, Copy)]
 pub struct Ctx(pub *mut RedisModuleCtx);
 
+/// What the server says about the client of a filtered command (`Filter::client`).
+#[derive(Debug, Clone, Copy)]
+pub struct FilterClient {
+    pub in_multi: bool,
+    pub db: u32,
+}
+
 impl Ctx {
     pub fn log(self, level: &str, msg: &str) {
         let (Ok(level), Ok(msg)) = (CString::new(level), CString::new(msg.replace('\0', " ")))
@@ -1060,6 +1067,12 @@ impl Filter {
     /// queued, not run): `None` where the server cannot say (Redis 7.0's filters have no
     /// client; 7.2 and Valkey 8 do).
     pub fn client_in_multi(&self) -> Option<bool> {
+        self.client().map(|c| c.in_multi)
+    }
+
+    /// The client whose command this is: whether it is in MULTI, and its selected db
+    /// (`None` where the server cannot say, as above, or for a script's own client).
+    pub fn client(&self) -> Option<FilterClient> {
         let (client_id, info_of) = (
             api!(RedisModule_CommandFilterGetClientId)?,
             api!(RedisModule_GetClientInfoById)?,
@@ -1077,7 +1090,10 @@ impl Filter {
         // SAFETY: `info` is a version-1 client info the server fills.
         let ok = unsafe { info_of(&mut info as *mut _ as *mut c_void, id) }
             == raw::REDISMODULE_OK as c_int;
-        ok.then_some(info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0)
+        ok.then_some(FilterClient {
+            in_multi: info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0,
+            db: u32::from(info.db),
+        })
     }
 
     /// The address of argument `i`'s object: the same object a notification about that

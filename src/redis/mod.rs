@@ -562,7 +562,11 @@ unsafe extern "C" fn on_info(ictx: *mut RedisModuleInfoCtx, _for_crash_report: c
 unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
     guarded(None, "command filter", (), || {
         let f = Filter(fctx);
-        if f.is_empty() || !CAPTURING.load(Ordering::Relaxed) {
+        if f.is_empty() {
+            return;
+        }
+        silent::note_any_command(f.arg(0));
+        if !CAPTURING.load(Ordering::Relaxed) {
             return;
         }
         let name = f.arg(0);
@@ -595,7 +599,7 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
         silent::note_command(
             name,
             || (1..f.len()).map(|i| f.arg(i)).collect(),
-            || f.client_in_multi(),
+            || f.client(),
         );
         functions::note_command(name, (f.len() > 1).then(|| f.arg(1)), || {
             f.client_in_multi()
@@ -778,9 +782,11 @@ unsafe extern "C" fn on_server_event(
                 startup::run(ctx);
                 warmup::before_sleep();
             } else {
-                silent::before_sleep(ctx);
+                let databases = with_module(|m| m.databases).unwrap_or(16);
+                for (db, ack) in silent::before_sleep(ctx, databases) {
+                    with_module(|m| m.append(db, &[ack]));
+                }
                 if capture::has_deferred() {
-                    let databases = with_module(|m| m.databases).unwrap_or(16);
                     capture::log_deferred(ctx, databases);
                 }
                 functions::log_if_changed(ctx);
@@ -825,6 +831,7 @@ unsafe extern "C" fn on_server_event(
             }
             if let Some((a, b)) = ffi::swap_info_dbs(data) {
                 if let (Ok(a), Ok(b)) = (u32::try_from(a), u32::try_from(b)) {
+                    silent::note_swapdb();
                     warmup::on_swap(a, b);
                     with_module(|m| m.append(a, &[crate::effect::Effect::SwapDb { other: b }]));
                 }

@@ -144,6 +144,15 @@ fn value_out(value: StoredValue) -> Out {
                         Out::Simple("trim".into()),
                         min_id.map_or(Out::Null, |id| bulk(id.to_string().into_bytes())),
                     ]),
+                    Effect::StreamAck { group, ids, .. } => Out::Array(vec![
+                        Out::Simple("ack".into()),
+                        bulk(group),
+                        Out::Array(
+                            ids.iter()
+                                .map(|id| bulk(id.to_string().into_bytes()))
+                                .collect(),
+                        ),
+                    ]),
                     other => Out::Simple(other.name().into()),
                 })
                 .collect();

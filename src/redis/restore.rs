@@ -76,6 +76,14 @@ pub fn apply(ctx: Ctx, db: u32, effect: &Effect) -> Result<(), String> {
             ),
             None => call(ctx, "XTRIM", &[key, b"MAXLEN", b"=", b"0"]),
         },
+        Effect::StreamAck { key, group, ids } => {
+            let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+            let mut args: Vec<&[u8]> = vec![key, group];
+            args.extend(ids.iter().map(|id| id.as_bytes()));
+            // The module's own XACK: the filter does not see it, commandstats counts it.
+            super::silent::note_own_ack();
+            call(ctx, "XACK", &args)
+        }
         Effect::FlushDb => call(ctx, "FLUSHDB", &[]),
         Effect::FlushAll => flush_all(ctx),
         Effect::SwapDb { other } => call(

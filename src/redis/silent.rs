@@ -31,8 +31,10 @@
 #![forbid(unsafe_code)]
 
 use super::capture;
-use super::ffi::Ctx;
+use super::ffi::{Ctx, FilterClient, KeyType};
+use crate::effect::{Effect, StreamId};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Silent writes of one kind: what the filter let through against what the server counts.
@@ -78,6 +80,13 @@ impl Tracker {
         self.noted += 1;
     }
 
+    /// At the last look, everything let through had been counted, except the `latest`
+    /// let through since.
+    pub fn was_settled_before(&self, latest: u64) -> bool {
+        self.base
+            .is_some_and(|base| self.last - base >= self.noted.saturating_sub(latest))
+    }
+
     /// Compares the server's count now with the last look.
     pub fn look(&mut self, count: u64) -> Look {
         let Some(base) = self.base else {
@@ -112,31 +121,113 @@ impl Tracker {
     }
 }
 
-/// The consumer-group commands; their commandstats lines.
+/// The consumer-group commands other than XACK; their commandstats lines.
 const GROUP_WRITES: [&str; 4] = ["xack", "xclaim", "xautoclaim", "xreadgroup"];
-const GROUP_WRITE_STATS: [&str; 4] = [
-    "cmdstat_xack",
-    "cmdstat_xclaim",
-    "cmdstat_xautoclaim",
-    "cmdstat_xreadgroup",
-];
+const ACK_STATS: &str = "cmdstat_xack";
+const OTHER_STATS: [&str; 3] = ["cmdstat_xclaim", "cmdstat_xautoclaim", "cmdstat_xreadgroup"];
+/// Above this many dbs, the db of an XACK the filter could not place is not searched.
+const MAX_DBS_SEARCHED: u32 = 64;
+/// Streams with at least this many entries get their XACKs logged as `StreamAck`s: below
+/// it the stream's DUMP costs less than the commandstats read that proves an XACK ran
+/// (~130-150k instructions on both servers; INFO stats on Redis 7.0 ~280k more).
+const BIG_STREAM: usize = 4096;
+
+/// An XACK the filter let through in this iteration: logged as a `StreamAck` at its end
+/// if it ran then, as it was written, in a db that is known (else its stream is logged
+/// whole).
+struct PendingAck {
+    /// The client's db, where the server says (Valkey 8, Redis 7.2+).
+    db: Option<u32>,
+    key: Vec<u8>,
+    group: Vec<u8>,
+    /// `None`: an id this module does not parse the way the server does (logged whole).
+    ids: Option<Vec<StreamId>>,
+    /// Something else changed the key (or moved dbs) after it in this iteration.
+    spoiled: bool,
+}
+
+/// `calls`, `rejected_calls`, `failed_calls` of one commandstats line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct CallCounts {
+    calls: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+impl CallCounts {
+    fn parse(stat: Option<&[u8]>) -> CallCounts {
+        let mut c = CallCounts::default();
+        let Some(text) = stat.and_then(|s| std::str::from_utf8(s).ok()) else {
+            return c;
+        };
+        for kv in text.split(',') {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let v = v.parse().unwrap_or(0);
+            match k {
+                "calls" => c.calls = v,
+                "rejected_calls" => c.rejected = v,
+                "failed_calls" => c.failed = v,
+                _ => {}
+            }
+        }
+        c
+    }
+}
 
 struct Streams {
-    tracker: Tracker,
+    /// XACK, and the other three, each against the server's counts.
+    acks: Tracker,
+    others: Tracker,
+    /// XACK's counts at the last look.
+    ack_counts: CallCounts,
+    /// INFO stats keyspace_misses at the last look (an XACK on a db without its key misses).
+    misses: Option<u64>,
+    /// XACKs of this iteration, and the module's own (warm-up: commandstats counts them).
+    pending: Vec<PendingAck>,
+    /// Some pending XACK's client is unknown and a MULTI has been seen: it may be queued.
+    pending_maybe_queued: bool,
+    own_acks: u64,
     /// Streams a write that may still be queued names (no db: every db where it is a stream).
     queued: BTreeSet<Vec<u8>>,
     /// Streams a blocking XREADGROUP waits on (or waited on while some client was blocked).
     blocked: BTreeSet<Vec<u8>>,
-    /// Something this iteration may have run a queued write.
+    /// Something this iteration may have run a silent write.
     look: bool,
 }
 
 static STREAMS: Mutex<Streams> = Mutex::new(Streams {
-    tracker: Tracker::new(),
+    acks: Tracker::new(),
+    others: Tracker::new(),
+    ack_counts: CallCounts {
+        calls: 0,
+        rejected: 0,
+        failed: 0,
+    },
+    misses: None,
+    pending: Vec::new(),
+    pending_maybe_queued: false,
+    own_acks: 0,
     queued: BTreeSet::new(),
     blocked: BTreeSet::new(),
     look: false,
 });
+
+/// `Streams::pending` is not empty (read on every keyspace event, without the lock).
+static ACKS_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// A MULTI has been filtered since start (on a server whose filter cannot say whether a
+/// command is queued, a silent write may be queued only then).
+static MULTI_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Called with every command's name, before anything else in the filter (also while the
+/// module is starting: a client may open MULTI during the server's loading).
+pub fn note_any_command(name: &[u8]) {
+    if name.eq_ignore_ascii_case(b"multi") {
+        MULTI_SEEN.store(true, Ordering::Relaxed);
+    }
+}
 
 fn streams() -> std::sync::MutexGuard<'static, Streams> {
     STREAMS.lock().unwrap_or_else(|p| p.into_inner())
@@ -144,31 +235,39 @@ fn streams() -> std::sync::MutexGuard<'static, Streams> {
 
 /// `calls=N,usec=...,rejected_calls=R,failed_calls=F` → N + R.
 pub fn calls_and_rejections(stat: &[u8]) -> u64 {
-    let Ok(text) = std::str::from_utf8(stat) else {
-        return 0;
-    };
-    text.split(',')
-        .filter_map(|kv| {
-            kv.strip_prefix("calls=")
-                .or_else(|| kv.strip_prefix("rejected_calls="))
-        })
-        .filter_map(|n| n.parse::<u64>().ok())
-        .sum()
+    let c = CallCounts::parse(Some(stat));
+    c.calls + c.rejected
 }
 
-/// The server's count of the consumer-group commands run or rejected.
-fn group_write_count(ctx: Ctx) -> u64 {
-    ctx.server_info_fields("commandstats", GROUP_WRITE_STATS)
+/// XACK's counts and the other three's calls + rejections, in one read.
+fn group_write_counts(ctx: Ctx) -> (CallCounts, u64) {
+    let [ack, o1, o2, o3] = ctx.server_info_fields(
+        "commandstats",
+        [ACK_STATS, OTHER_STATS[0], OTHER_STATS[1], OTHER_STATS[2]],
+    );
+    let others = [o1, o2, o3]
         .iter()
         .map(|s| s.as_deref().map(calls_and_rejections).unwrap_or(0))
-        .sum()
+        .sum();
+    (CallCounts::parse(ack.as_deref()), others)
+}
+
+fn keyspace_misses(ctx: Ctx) -> Option<u64> {
+    ctx.server_info_number("stats", "keyspace_misses")
+        .and_then(|m| u64::try_from(m).ok())
 }
 
 /// Start-up is done: nothing the filter saw before can still run.
 pub fn settled(ctx: Ctx) {
-    let count = group_write_count(ctx);
+    let (ack, others) = group_write_counts(ctx);
     let mut s = streams();
-    s.tracker.settle(count);
+    s.acks.settle(ack.calls + ack.rejected);
+    s.others.settle(others);
+    s.ack_counts = ack;
+    s.misses = keyspace_misses(ctx);
+    s.pending.clear();
+    ACKS_PENDING.store(false, Ordering::Relaxed);
+    s.own_acks = 0;
     s.queued.clear();
     s.blocked.clear();
     s.look = false;
@@ -202,14 +301,33 @@ fn group_write_keys(name: &[u8], args: &[&[u8]]) -> Option<(Vec<Vec<u8>>, bool)>
     Some((keys, blocks))
 }
 
+/// An id as XACK parses it, for the forms it accepts that this module reads the same way:
+/// `ms` (sequence 0) or `ms-seq`, decimal, without sign or spaces.
+fn parse_ack_id(arg: &[u8]) -> Option<StreamId> {
+    let text = std::str::from_utf8(arg).ok()?;
+    let (ms, seq) = match text.split_once('-') {
+        Some((ms, seq)) => (ms, seq),
+        None => (text, "0"),
+    };
+    let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
+    Some(StreamId {
+        ms: ms.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
+
 /// The filter let a command through (it may still be refused by the server, queued or
-/// blocked): a consumer-group command is logged at the end of this iteration, and its
-/// streams stay watched if it may run later. `in_multi`: whether its client is in MULTI
-/// (`None`: the server cannot say, as on Redis 7.0).
+/// blocked). XACK waits for the end of the iteration (`before_sleep`); the other
+/// consumer-group commands' streams are logged whole then, and stay watched if the
+/// command may run later. `client`: its client's MULTI state and db (`None`: the server
+/// cannot say, as on Redis 7.0).
 pub fn note_command<'a>(
     name: &[u8],
     args: impl FnOnce() -> Vec<&'a [u8]>,
-    in_multi: impl FnOnce() -> Option<bool>,
+    client: impl FnOnce() -> Option<FilterClient>,
 ) {
     if name.eq_ignore_ascii_case(b"exec") {
         let mut s = streams();
@@ -224,21 +342,77 @@ pub fn note_command<'a>(
     {
         return;
     }
-    let Some((keys, blocks)) = group_write_keys(name, &args()) else {
+    let args = args();
+    let Some((keys, blocks)) = group_write_keys(name, &args) else {
         return;
     };
-    for key in &keys {
-        capture::defer(None, key.clone());
-    }
-    let maybe_queued = in_multi() != Some(false);
+    let client = client();
+    let maybe_queued = match client {
+        Some(c) => c.in_multi,
+        None => MULTI_SEEN.load(Ordering::Relaxed),
+    };
     let mut s = streams();
-    s.tracker.note();
-    s.look = true;
+    for p in s.pending.iter_mut().filter(|p| keys.contains(&p.key)) {
+        p.spoiled = true;
+    }
+    if name.eq_ignore_ascii_case(b"xack") {
+        s.acks.note();
+        if client.is_some_and(|c| c.in_multi) {
+            // Queued: it runs at an EXEC, logged whole then.
+            s.queued.extend(keys);
+            s.look = true;
+            return;
+        }
+        s.pending_maybe_queued |= maybe_queued;
+        ACKS_PENDING.store(true, Ordering::Relaxed);
+        s.pending.push(PendingAck {
+            db: client.map(|c| c.db),
+            key: args.first().map(|k| k.to_vec()).unwrap_or_default(),
+            group: args.get(1).map(|g| g.to_vec()).unwrap_or_default(),
+            ids: (args.len() > 2)
+                .then(|| args[2..].iter().map(|a| parse_ack_id(a)).collect())
+                .flatten(),
+            spoiled: false,
+        });
+        return;
+    }
+    s.others.note();
+    for key in &keys {
+        capture::defer(client.map(|c| c.db), key.clone());
+    }
     if blocks {
         s.blocked.extend(keys.iter().cloned());
     }
     if maybe_queued {
         s.queued.extend(keys);
+        s.look = true;
+    }
+}
+
+/// The module itself runs an XACK (re-applying the pool's acks during the warm-up).
+pub fn note_own_ack() {
+    let mut s = streams();
+    s.acks.note();
+    s.own_acks += 1;
+    s.look = true;
+}
+
+/// A keyspace event on `key`: an XACK of this iteration on it is logged whole instead
+/// (its `StreamAck` would come after this change in the log, not before it).
+pub fn note_event(key: &[u8]) {
+    if !ACKS_PENDING.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut s = streams();
+    for p in s.pending.iter_mut().filter(|p| p.key == key) {
+        p.spoiled = true;
+    }
+}
+
+/// SWAPDB: an XACK of this iteration may now name a stream in another db.
+pub fn note_swapdb() {
+    for p in streams().pending.iter_mut() {
+        p.spoiled = true;
     }
 }
 
@@ -249,29 +423,125 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
     }
 }
 
-/// End of an event-loop iteration, before the deferred keys are logged: if a watched
-/// write may have run, reads the counts; when they moved, the watched streams are logged
-/// whole with the rest of the deferred keys.
-pub fn before_sleep(ctx: Ctx) {
+/// The only db in which `key` is a stream, if there is one (and few enough dbs to look).
+fn only_stream_db(ctx: Ctx, key: &[u8], databases: u32) -> Option<u32> {
+    if databases > MAX_DBS_SEARCHED {
+        return None;
+    }
+    let mut found = None;
+    for db in 0..databases {
+        if !ctx.select_db(db) {
+            continue;
+        }
+        if ctx.open_read(key).map(|k| k.key_type()) == Some(KeyType::Stream) {
+            if found.is_some() {
+                found = None;
+                break;
+            }
+            found = Some(db);
+        }
+    }
+    ctx.select_db(0);
+    found
+}
+
+/// The number of entries of the stream `key` in `db` (0 if it is not a stream).
+fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
+    if !ctx.select_db(db) {
+        return 0;
+    }
+    let len = ctx
+        .open_read(key)
+        .filter(|k| k.key_type() == KeyType::Stream)
+        .map_or(0, |k| k.len());
+    ctx.select_db(0);
+    len
+}
+
+/// End of an event-loop iteration, before the deferred keys are logged. An XACK of this
+/// iteration on a big stream is logged as a `StreamAck` when the counts show that exactly
+/// this iteration's XACKs ran, none refused or failed, none queued from before, and its db
+/// is known (the client's, or, on Redis 7.0, the only db where its key is a stream when
+/// no key missed: an XACK on a db without its key would have missed); every other XACK's
+/// stream is logged whole (its DUMP). Then, if a queued write may have run (the counts
+/// moved), the queued streams are logged whole too; they stay watched until every write
+/// let through is counted. The counts are read only when something needs them.
+pub fn before_sleep(ctx: Ctx, databases: u32) -> Vec<(u32, Effect)> {
     let mut s = streams();
     if !s.blocked.is_empty() && ctx.server_info_number("clients", "blocked_clients") == Some(0) {
         // No client is blocked: no XREADGROUP can still deliver (an XADD in this
         // iteration that served one has logged its stream already).
         s.blocked.clear();
     }
-    if !std::mem::take(&mut s.look) {
-        return;
+    let pending = std::mem::take(&mut s.pending);
+    ACKS_PENDING.store(false, Ordering::Relaxed);
+    let maybe_queued = std::mem::take(&mut s.pending_maybe_queued);
+    let own = std::mem::take(&mut s.own_acks);
+    let ran_now = pending.len() as u64 + own;
+    // Each XACK: (db if placed, key, group and ids if it may become a `StreamAck`).
+    let mut placed = Vec::with_capacity(pending.len());
+    for p in pending {
+        let db = p.db.or_else(|| only_stream_db(ctx, &p.key, databases));
+        let candidate = match (&p.ids, db) {
+            (Some(_), Some(db)) if !p.spoiled => stream_len(ctx, db, &p.key) >= BIG_STREAM,
+            _ => false,
+        };
+        placed.push((p.db, db, p.key, candidate.then_some((p.group, p.ids))));
     }
-    let count = group_write_count(ctx);
-    let look = s.tracker.look(count);
-    if look.moved {
+    let candidates = placed.iter().any(|p| p.3.is_some());
+    let look = std::mem::take(&mut s.look) || candidates || maybe_queued;
+    let mut acks = Vec::new();
+    if !look {
+        for (client_db, _, key, _) in placed {
+            capture::defer(client_db, key);
+        }
+        return acks;
+    }
+    let (ack, others) = group_write_counts(ctx);
+    // Read whenever an XACK may need it, so that the next iteration has a recent base
+    // (a base from before other iterations' misses is only more cautious).
+    let misses = placed
+        .iter()
+        .any(|p| p.3.is_some() && p.0.is_none())
+        .then(|| keyspace_misses(ctx))
+        .flatten();
+    let before = s.ack_counts;
+    let exactly_these_ran = s.acks.was_settled_before(ran_now)
+        && ack.calls.checked_sub(before.calls) == Some(ran_now)
+        && ack.rejected == before.rejected
+        && ack.failed == before.failed;
+    let no_miss = matches!((s.misses, misses), (Some(a), Some(b)) if a == b);
+    s.ack_counts = ack;
+    if misses.is_some() {
+        // Kept otherwise: an older base can only count more misses (more caution).
+        s.misses = misses;
+    }
+    let look_acks = s.acks.look(ack.calls + ack.rejected);
+    let look_others = s.others.look(others);
+    for (client_db, db, key, candidate) in placed {
+        let sure = exactly_these_ran && (client_db.is_some() || no_miss);
+        match (db, candidate) {
+            (Some(db), Some((group, Some(ids)))) if sure => {
+                acks.push((db, Effect::StreamAck { key, group, ids }))
+            }
+            _ => {
+                capture::defer(client_db, key.clone());
+                if !exactly_these_ran && client_db.is_none() {
+                    // It may not have run yet (queued in MULTI on Redis 7.0).
+                    s.queued.insert(key);
+                }
+            }
+        }
+    }
+    if look_acks.moved || look_others.moved {
         for key in &s.queued {
             capture::defer(None, key.clone());
         }
     }
-    if look.settled {
+    if look_acks.settled && look_others.settled {
         s.queued.clear();
     }
+    acks
 }
 
 #[cfg(test)]
