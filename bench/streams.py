@@ -2,9 +2,9 @@
 """Consumer-group commands on a big stream: redis-nvm against stock Redis + AOF, side by side.
 
 Role: measures what the module costs XREADGROUP and XACK on a stream of 100k entries
-(these commands fire no keyspace event, so the module logs their stream whole, its DUMP,
-at the end of the event-loop iteration), next to stock Redis with AOF everysec, and
-checks the issue's targets for XACK. Servers (one at a time, freshly started every round):
+(these commands fire no keyspace event: the module logs XREADGROUP's stream whole, its
+DUMP, and XACK's ids on a stream this big, at the end of the event-loop iteration), next
+to stock Redis with AOF everysec, and checks the issue's targets for XACK. Servers (one at a time, freshly started every round):
   nvm             module, pool on /dev/shm (--pool-dir), mode emulate, size 2gb, default
                   log size, --save "" --appendonly no
   stock-everysec  --save "" --appendonly yes --appendfsync everysec, --dir on disk

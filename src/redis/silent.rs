@@ -193,6 +193,8 @@ struct Streams {
     queued: BTreeSet<Vec<u8>>,
     /// Streams a blocking XREADGROUP waits on (or waited on while some client was blocked).
     blocked: BTreeSet<Vec<u8>>,
+    /// Streams added to `queued` in this iteration.
+    fresh_queued: Vec<Vec<u8>>,
     /// Something this iteration may have run a silent write.
     look: bool,
 }
@@ -211,6 +213,7 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
     own_acks: 0,
     queued: BTreeSet::new(),
     blocked: BTreeSet::new(),
+    fresh_queued: Vec::new(),
     look: false,
 });
 
@@ -270,6 +273,7 @@ pub fn settled(ctx: Ctx) {
     s.own_acks = 0;
     s.queued.clear();
     s.blocked.clear();
+    s.fresh_queued.clear();
     s.look = false;
 }
 
@@ -360,7 +364,6 @@ pub fn note_command<'a>(
         if client.is_some_and(|c| c.in_multi) {
             // Queued: it runs at an EXEC, logged whole then.
             s.queued.extend(keys);
-            s.look = true;
             return;
         }
         s.pending_maybe_queued |= maybe_queued;
@@ -384,8 +387,11 @@ pub fn note_command<'a>(
         s.blocked.extend(keys.iter().cloned());
     }
     if maybe_queued {
+        // Watched until an EXEC's look counts it. Looked at now only if its stream is big
+        // (`before_sleep`): then the look, which may settle it at once, costs less than
+        // logging the stream again at the next EXEC.
+        s.fresh_queued.extend(keys.iter().cloned());
         s.queued.extend(keys);
-        s.look = true;
     }
 }
 
@@ -489,11 +495,26 @@ pub fn before_sleep(ctx: Ctx, databases: u32) -> Vec<(u32, Effect)> {
         placed.push((p.db, db, p.key, candidate.then_some((p.group, p.ids))));
     }
     let candidates = placed.iter().any(|p| p.3.is_some());
-    let look = std::mem::take(&mut s.look) || candidates || maybe_queued;
+    let fresh = std::mem::take(&mut s.fresh_queued);
+    let big_fresh = || {
+        fresh
+            .iter()
+            .chain(placed.iter().filter(|p| p.0.is_none()).map(|p| &p.2))
+            .any(|k| {
+                (0..databases.min(MAX_DBS_SEARCHED)).any(|db| stream_len(ctx, db, k) >= BIG_STREAM)
+            })
+    };
+    let look = std::mem::take(&mut s.look)
+        || candidates
+        || ((maybe_queued || !fresh.is_empty()) && big_fresh());
     let mut acks = Vec::new();
     if !look {
         for (client_db, _, key, _) in placed {
-            capture::defer(client_db, key);
+            capture::defer(client_db, key.clone());
+            if client_db.is_none() && maybe_queued {
+                // Not proven to have run: watched until an EXEC's look counts it.
+                s.queued.insert(key);
+            }
         }
         return acks;
     }
