@@ -34,7 +34,7 @@ pub fn db(rng: &mut StdRng) -> u32 {
 
 pub fn random_effect(rng: &mut StdRng) -> Effect {
     let key = key(rng);
-    match rng.gen_range(0..27) {
+    match rng.gen_range(0..28) {
         0 => Effect::Put {
             key,
             value: Value::String(bytes(rng, 40)),
@@ -186,6 +186,16 @@ pub fn random_effect(rng: &mut StdRng) -> Effect {
         25 => Effect::Copy {
             from: key,
             to: self::key(rng),
+        },
+        26 => Effect::StreamAck {
+            key,
+            group: b"g".to_vec(),
+            ids: (0..rng.gen_range(1..3))
+                .map(|_| StreamId {
+                    ms: rng.gen_range(1..1000),
+                    seq: 0,
+                })
+                .collect(),
         },
         _ => match rng.gen_range(0..3) {
             0 => Effect::FlushDb,
