@@ -473,7 +473,17 @@ fn xack_changes_only_the_stream_of_its_own_db() {
             assert!(a.read().unwrap().err().is_none());
         }
         a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
-        a.cmd(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "20", "STREAMS", "s", ">"]);
+        a.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "20",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
     };
     let state = |port: u16| {
         let mut c = RawConn::connect(port);
@@ -481,7 +491,10 @@ fn xack_changes_only_the_stream_of_its_own_db() {
             .iter()
             .map(|db| {
                 c.cmd(&["SELECT", db]);
-                format!("{:?}", c.cmd(&["XINFO", "STREAM", "s", "FULL", "COUNT", "30"]))
+                format!(
+                    "{:?}",
+                    c.cmd(&["XINFO", "STREAM", "s", "FULL", "COUNT", "30"])
+                )
             })
             .collect::<Vec<_>>()
     };
