@@ -1570,17 +1570,6 @@ pub fn clock_ticks_per_second() -> Option<f64> {
     (ticks > 0).then_some(ticks as f64)
 }
 
-/// Lowers the calling thread's scheduling priority to the lowest (nice 19): a background
-/// thread that must yield the CPU to the main thread.
-pub fn lower_this_threads_priority() {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours;
-    // on Linux, PRIO_PROCESS with a thread id sets that thread's nice value.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-    }
-}
-
 /// Runs `callback` on the main thread in the event loop's next pass: the module pipe
 /// wakes the loop at once, and client events are served before it runs. (A timer would
 /// wait at least 1 ms: module.c clamps a module timer's period to 1 ms.)

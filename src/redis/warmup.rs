@@ -167,8 +167,10 @@ pub fn begin(ctx: Ctx, frozen: Frozen, saved_save_points: Option<Vec<u8>>) {
     let spawned = std::thread::Builder::new()
         .name("nvm-warmup".into())
         .spawn(move || {
-            // Below the main thread, whose slices it must not delay on a small machine.
-            ffi::lower_this_threads_priority();
+            // At the main thread's priority: a walker at nice 19 that is descheduled while
+            // it holds a lock the main thread needs (the frozen view's saved words, the
+            // allocator's arena) stalls the main thread until it runs again, tens of ms on
+            // a busy 2-vCPU machine (docs/design.md, Performance).
             let mut batch = Vec::with_capacity(BATCH);
             let walked = walker_view.walk_frozen(&blobs, &mut |db, key, entry| {
                 batch.push((db, key, entry));
