@@ -350,6 +350,18 @@ fn group_and_function_writes_run_in_a_later_iteration_survive_sigkill() {
     }
 }
 
+/// XADDs entries `1-1` ..= `n-1` (field `f`, value `<prefix><i>`) to `key`, pipelined.
+fn add_entries(c: &mut RawConn, key: &str, n: u64, prefix: &str) {
+    for i in 1..=n {
+        c.send(&["XADD", key, &format!("{i}-1"), "f", &format!("{prefix}{i}")])
+            .unwrap();
+    }
+    for _ in 1..=n {
+        let r = c.read().unwrap();
+        assert!(r.err().is_none(), "XADD: {r:?}");
+    }
+}
+
 /// XACK on a big stream logs the ids it acknowledges (a `stream-ack` record), not the
 /// stream: under 200 bytes each. One refused by ACL after the filter let it through, and
 /// one queued in MULTI, change nothing that the log does not know. After SIGKILL the
@@ -361,23 +373,7 @@ fn xack_on_a_big_stream_logs_its_ids_and_survives_sigkill() {
         let server = ServerSpec::module(flavor, &dir).start();
         let port = server.spec.port;
         let mut a = RawConn::connect(port);
-        let adds: Vec<Vec<String>> = (1..=5000)
-            .map(|i| {
-                vec![
-                    "XADD".into(),
-                    "s".into(),
-                    format!("{i}-1"),
-                    "f".into(),
-                    format!("v{i}"),
-                ]
-            })
-            .collect();
-        for add in &adds {
-            a.send(add).unwrap();
-        }
-        for _ in &adds {
-            assert!(a.read().unwrap().err().is_none());
-        }
+        add_entries(&mut a, "s", 5000, "v");
         a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
         a.cmd(&[
             "XREADGROUP",
@@ -466,12 +462,7 @@ fn xack_on_a_big_stream_logs_its_ids_and_survives_sigkill() {
 fn xack_changes_only_the_stream_of_its_own_db() {
     let fill = |a: &mut RawConn, db: &str| {
         a.cmd(&["SELECT", db]);
-        for i in 1..=5000 {
-            a.send(&["XADD", "s", &format!("{i}-1"), "f", "v"]).unwrap();
-        }
-        for _ in 1..=5000 {
-            assert!(a.read().unwrap().err().is_none());
-        }
+        add_entries(a, "s", 5000, "v");
         a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
         a.cmd(&[
             "XREADGROUP",
