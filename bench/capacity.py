@@ -23,7 +23,8 @@ is sent as RESP to `redis-cli -p PORT --pipe` in chunks (before each chunk the s
 waits until the log backlog is at most half of log_capacity; every summary must say
 errors: 0); then it waits until NVM.INFO log_backlog_bytes is 0 (all folded; at most
 --fold-timeout 120 s) and reads both figures again. DBSIZE and keyspace_keys must equal
-the row's key count. Reported per row: keys, elements, delta used_memory, delta
+the row's key count, and NVM.INFO refused_writes, replay_apply_errors and in_doubt_writes
+must be 0 (else the row fails). Reported per row: keys, elements, delta used_memory, delta
 keyspace_heap_used, the ratio pool / used_memory, pool and RAM bytes per element and per
 key, plus load and fold times, Redis's encoding and the pool file's allocated bytes.
 
@@ -164,7 +165,8 @@ def snapshot(srv):
     return {"used_memory": int(mem["used_memory"]), "heap": int(ni["keyspace_heap_used"]),
             "keyspace_keys": int(ni.get("keyspace_keys", 0)), "log_capacity": int(ni.get("log_capacity", 0)),
             "mode": ni.get("mode"), "refused_writes": int(ni.get("refused_writes", 0)),
-            "replay_apply_errors": int(ni.get("replay_apply_errors", 0))}
+            "replay_apply_errors": int(ni.get("replay_apply_errors", 0)),
+            "in_doubt_writes": ni.get("in_doubt_writes")}
 
 
 def wait_backlog_empty(srv, timeout):
@@ -225,6 +227,10 @@ def run_row(row, args, work, servers):
         if after["refused_writes"] or after["replay_apply_errors"]:
             raise HarnessError(f"{srv.name}: refused_writes {after['refused_writes']}, "
                                f"replay_apply_errors {after['replay_apply_errors']}")
+        if after["in_doubt_writes"] != "0":
+            # An acknowledged write the module could not make durable: the row's figures
+            # would describe a pool that lost data.
+            raise HarnessError(f"{srv.name}: in_doubt_writes {after['in_doubt_writes']}")
         first_key = {"strings": "s:0", "strings1k": "b:0", "hashes": "h:0", "sets": "t:0", "zsets": "z:0",
                      "lists": "l:0", "streams": "x:0"}[row.name]
         enc = D.text(srv.call("OBJECT", "ENCODING", first_key))

@@ -1,6 +1,7 @@
 //! A full pool is never a dead end (Redis 7.0 and Valkey 8): filled until writes that add
 //! data are refused, it still runs DEL, UNLINK, FLUSHDB, FLUSHALL, expiry and pops, durably
-//! (SIGKILL + restart shows them), and takes writes again once enough was deleted; its
+//! (SIGKILL + restart shows them), and takes writes again once enough was deleted; what
+//! it admits always fits its free blocks (the replayer never stalls on it); its
 //! fill is announced at the `fill-warnings` levels in the server log and on the
 //! `__redis-nvm__:fill` channel, and shown in `NVM.INFO`.
 
@@ -175,6 +176,97 @@ fn a_full_pool_still_deletes_and_announces_its_fill() {
         assert_eq!(c.cmd(&["DBSIZE"]).int(), Some(1), "{flavor:?}");
         let log = server.log();
         assert!(!log.contains("FATAL"), "{flavor:?}: {log}");
+    }
+}
+
+/// Below a quarter of the heap's reserve only writes that free space run. A full pool is
+/// driven there by writes that add data without the `denyoom` flag (RENAME to a long
+/// name runs on a full pool and grows the key space by the name): they are then refused,
+/// with an error that says what still runs; DEL, EXPIRE and pops run, and after enough
+/// deletes the other writes run again.
+#[test]
+fn below_a_quarter_of_the_reserve_only_writes_that_free_space_run() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("fullpool-freeing");
+        let spec = ServerSpec::module(flavor, &dir)
+            .with_module_arg("size", "16mb")
+            .with_module_arg("log-size", "1mb");
+        let server = spec.start();
+        let mut c = RawConn::connect(server.spec.port);
+        ok(&mut c, &["RPUSH", "list", "a", "b", "c"]);
+        let (keys, _) = fill(&mut c, "fill");
+        let long = "n".repeat(8000);
+        let mut renamed = 0;
+        let mut refusals = Vec::new();
+        loop {
+            assert!(renamed < keys.len() / 2, "{flavor:?}: RENAME never refused");
+            let to = format!("{renamed}{long}");
+            if let Resp::Error(e) = c.cmd(&["RENAME", &keys[renamed], &to]) {
+                refusals.push(e);
+                folded(&mut c);
+                match c.cmd(&["RENAME", &keys[renamed], &to]) {
+                    Resp::Error(e) => {
+                        refusals.push(e);
+                        break;
+                    }
+                    _ => renamed += 1,
+                }
+            } else {
+                renamed += 1;
+            }
+        }
+        assert!(
+            refusals.iter().all(|e| e.starts_with("NVMFULL")),
+            "{flavor:?}: {refusals:?}"
+        );
+        assert!(
+            refusals
+                .iter()
+                .any(|e| e.contains("only DEL, UNLINK, FLUSHDB, FLUSHALL, expiry and pops run")),
+            "{flavor:?}: the lowest tier was not reached: {refusals:?}"
+        );
+        // Everything admitted was folded: the key space never stalled for a block (a
+        // RENAME to a long name needs one block for its key item; free blocks are not
+        // merged, so one that fits no free block is refused before it runs).
+        folded(&mut c);
+        let state = info_map(&mut c)["replay_state"].clone();
+        assert!(!state.starts_with("stalled"), "{flavor:?}: {state}");
+        assert!(
+            exists(&mut c, &keys[renamed]),
+            "{flavor:?}: a refused RENAME ran"
+        );
+        // What frees space still runs.
+        let tail = keys.len() - 1;
+        assert_eq!(ok(&mut c, &["DEL", &keys[tail]]).int(), Some(1));
+        assert_eq!(
+            ok(&mut c, &["EXPIRE", &keys[tail - 1], "-1"]).int(),
+            Some(1)
+        );
+        assert_eq!(ok(&mut c, &["LPOP", "list"]).text(), "a");
+        // Enough deletes bring every write back.
+        for k in &keys[renamed..renamed + keys.len() / 3] {
+            ok(&mut c, &["DEL", k]);
+        }
+        folded(&mut c);
+        ok(&mut c, &["RENAME", &keys[tail - 2], "back-in-business"]);
+        ok(&mut c, &["SET", "new", "v"]);
+        assert_eq!(info_map(&mut c)["in_doubt_writes"], "0", "{flavor:?}");
+        drop(c);
+        let server = server.kill9().start();
+        let mut c = RawConn::connect(server.spec.port);
+        assert!(
+            !exists(&mut c, &keys[tail]),
+            "{flavor:?}: a DEL on the full pool was lost"
+        );
+        assert!(
+            exists(&mut c, "back-in-business") && exists(&mut c, "new"),
+            "{flavor:?}"
+        );
+        assert_eq!(
+            c.cmd(&["LRANGE", "list", "0", "-1"]).items().len(),
+            2,
+            "{flavor:?}"
+        );
     }
 }
 

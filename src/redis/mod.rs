@@ -578,6 +578,17 @@ unsafe extern "C" fn on_filter(fctx: *mut RedisModuleCommandFilterCtx) {
             refuse(&f, None);
             return;
         }
+        if !ADMIT.load(Ordering::Relaxed) && is_write(&f, name) && !frees_space(name) {
+            // Admitted by a full key space's tier: it must also fit one free block
+            // (what frees space allocates nothing: `keyspace::blocks::keep_if_full`).
+            let largest_arg = (1..f.len()).map(|i| f.arg(i).len() as u64).max();
+            if let Some(why) =
+                with_module(|m| m.refusal_for_block(largest_arg.unwrap_or(0))).flatten()
+            {
+                refuse(&f, Some(why));
+                return;
+            }
+        }
         if sets_swapdb_load(&f, name) {
             refuse(&f, Some(format!("ERR {SWAPDB_LOAD}")));
             return;

@@ -280,6 +280,31 @@ impl Module {
         ))
     }
 
+    /// On a full key space, the refusal for a write whose largest argument is
+    /// `largest_arg` bytes if the block its key space item may need does not fit the
+    /// largest free block: free blocks are not merged, and a write the key space cannot
+    /// fold would stall the replayer with everything logged after it, deletes included.
+    /// The item holds a key or member and, for a string, its value when that is inline
+    /// (at most `INLINE_STRING_MAX`), so this bounds what a RENAME, MOVE or SMOVE allocates.
+    pub fn refusal_for_block(&mut self, largest_arg: u64) -> Option<String> {
+        let need = crate::keyspace::layout::size_class(largest_arg.saturating_add(
+            crate::keyspace::layout::KEY_DATA + crate::keyspace::layout::INLINE_STRING_MAX,
+        ));
+        let largest = super::replayer::PUBLISHED
+            .heap_largest_free
+            .load(Ordering::Relaxed);
+        if need <= largest {
+            return None;
+        }
+        self.stats.refused_too_big += 1;
+        let path = self.pool.info().path.display().to_string();
+        Some(format!(
+            "NVMFULL the NVM pool {path} is full and this write may need a block of {need} bytes, larger \
+             than its largest free block ({largest} bytes; free space is not merged): the write was not \
+             executed; deletes, expiry and pops still run. Delete data, or {GROW_HINT}"
+        ))
+    }
+
     /// Grows the pool online to `size` bytes (`CONFIG SET nvm.size`): the pool's file,
     /// mapping and superblock (`Pool::grow`), then the key space's heap, under the
     /// replayer's lock; writes are re-admitted at once if they were refused for room.
