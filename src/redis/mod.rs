@@ -794,8 +794,8 @@ unsafe extern "C" fn on_server_event(
                 warmup::before_sleep();
             } else {
                 let databases = with_module(|m| m.databases).unwrap_or(16);
-                for (db, ack) in silent::before_sleep(ctx, databases) {
-                    with_module(|m| m.append(db, &[ack]));
+                for (db, acks) in silent::before_sleep(ctx, databases) {
+                    with_module(|m| m.append(db, &acks));
                 }
                 if capture::has_deferred() {
                     capture::log_deferred(ctx, databases);

@@ -33,7 +33,7 @@
 use super::capture;
 use super::ffi::{Ctx, FilterClient, KeyType};
 use crate::effect::{Effect, StreamId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -121,7 +121,7 @@ impl Tracker {
     }
 }
 
-/// The consumer-group commands other than XACK; their commandstats lines.
+/// The consumer-group commands; XACK's commandstats line and the other three's.
 const GROUP_WRITES: [&str; 4] = ["xack", "xclaim", "xautoclaim", "xreadgroup"];
 const ACK_STATS: &str = "cmdstat_xack";
 const OTHER_STATS: [&str; 3] = ["cmdstat_xclaim", "cmdstat_xautoclaim", "cmdstat_xreadgroup"];
@@ -186,8 +186,6 @@ struct Streams {
     misses: Option<u64>,
     /// XACKs of this iteration, and the module's own (warm-up: commandstats counts them).
     pending: Vec<PendingAck>,
-    /// Some pending XACK's client is unknown and a MULTI has been seen: it may be queued.
-    pending_maybe_queued: bool,
     own_acks: u64,
     /// Streams a write that may still be queued names (no db: every db where it is a stream).
     queued: BTreeSet<Vec<u8>>,
@@ -209,7 +207,6 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
     },
     misses: None,
     pending: Vec::new(),
-    pending_maybe_queued: false,
     own_acks: 0,
     queued: BTreeSet::new(),
     blocked: BTreeSet::new(),
@@ -281,11 +278,10 @@ pub fn settled(ctx: Ctx) {
 /// name one key; XREADGROUP the first half of what follows STREAMS. Also whether it may
 /// block (XREADGROUP ... BLOCK), i.e. deliver in a later iteration.
 fn group_write_keys(name: &[u8], args: &[&[u8]]) -> Option<(Vec<Vec<u8>>, bool)> {
-    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    if !GROUP_WRITES.iter().any(|w| is(w)) {
+    if !is_group_write(name) {
         return None;
     }
-    if !is("xreadgroup") {
+    if !name.eq_ignore_ascii_case(b"xreadgroup") {
         return Some((
             args.first().map(|k| vec![k.to_vec()]).unwrap_or_default(),
             false,
@@ -303,6 +299,12 @@ fn group_write_keys(name: &[u8], args: &[&[u8]]) -> Option<(Vec<Vec<u8>>, bool)>
         None => Vec::new(),
     };
     Some((keys, blocks))
+}
+
+fn is_group_write(name: &[u8]) -> bool {
+    GROUP_WRITES
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// An id as XACK parses it, for the forms it accepts that this module reads the same way:
@@ -340,10 +342,8 @@ pub fn note_command<'a>(
         }
         return;
     }
-    if !GROUP_WRITES
-        .iter()
-        .any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
-    {
+    if !is_group_write(name) {
+        // Checked before the arguments are collected: this runs for every command.
         return;
     }
     let args = args();
@@ -351,10 +351,6 @@ pub fn note_command<'a>(
         return;
     };
     let client = client();
-    let maybe_queued = match client {
-        Some(c) => c.in_multi,
-        None => MULTI_SEEN.load(Ordering::Relaxed),
-    };
     let mut s = streams();
     for p in s.pending.iter_mut().filter(|p| keys.contains(&p.key)) {
         p.spoiled = true;
@@ -366,7 +362,6 @@ pub fn note_command<'a>(
             s.queued.extend(keys);
             return;
         }
-        s.pending_maybe_queued |= maybe_queued;
         ACKS_PENDING.store(true, Ordering::Relaxed);
         s.pending.push(PendingAck {
             db: client.map(|c| c.db),
@@ -386,13 +381,19 @@ pub fn note_command<'a>(
     if blocks {
         s.blocked.extend(keys.iter().cloned());
     }
-    if maybe_queued {
+    if maybe_queued(client.map(|c| c.in_multi)) {
         // Watched until an EXEC's look counts it. Looked at now only if its stream is big
         // (`before_sleep`): then the look, which may settle it at once, costs less than
         // logging the stream again at the next EXEC.
         s.fresh_queued.extend(keys.iter().cloned());
         s.queued.extend(keys);
     }
+}
+
+/// Whether a write the filter let through may be queued in MULTI: its client is, or the
+/// server cannot say (`in_multi` unknown) and a MULTI has been seen.
+fn maybe_queued(in_multi: Option<bool>) -> bool {
+    in_multi.unwrap_or_else(|| MULTI_SEEN.load(Ordering::Relaxed))
 }
 
 /// The module itself runs an XACK (re-applying the pool's acks during the warm-up).
@@ -471,8 +472,9 @@ fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
 /// no key missed: an XACK on a db without its key would have missed); every other XACK's
 /// stream is logged whole (its DUMP). Then, if a queued write may have run (the counts
 /// moved), the queued streams are logged whole too; they stay watched until every write
-/// let through is counted. The counts are read only when something needs them.
-pub fn before_sleep(ctx: Ctx, databases: u32) -> Vec<(u32, Effect)> {
+/// let through is counted. The counts are read only when something needs them. Returns
+/// the `StreamAck`s by db, to be appended one db at a time (one commit each).
+pub fn before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     let mut s = streams();
     if !s.blocked.is_empty() && ctx.server_info_number("clients", "blocked_clients") == Some(0) {
         // No client is blocked: no XREADGROUP can still deliver (an XADD in this
@@ -481,7 +483,8 @@ pub fn before_sleep(ctx: Ctx, databases: u32) -> Vec<(u32, Effect)> {
     }
     let pending = std::mem::take(&mut s.pending);
     ACKS_PENDING.store(false, Ordering::Relaxed);
-    let maybe_queued = std::mem::take(&mut s.pending_maybe_queued);
+    // A pending XACK has a known client only when that client is not in MULTI.
+    let pending_maybe_queued = pending.iter().any(|p| p.db.is_none()) && maybe_queued(None);
     let own = std::mem::take(&mut s.own_acks);
     let ran_now = pending.len() as u64 + own;
     // Each XACK: (db if placed, key, group and ids if it may become a `StreamAck`).
@@ -506,12 +509,12 @@ pub fn before_sleep(ctx: Ctx, databases: u32) -> Vec<(u32, Effect)> {
     };
     let look = std::mem::take(&mut s.look)
         || candidates
-        || ((maybe_queued || !fresh.is_empty()) && big_fresh());
-    let mut acks = Vec::new();
+        || ((pending_maybe_queued || !fresh.is_empty()) && big_fresh());
+    let mut acks: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
     if !look {
         for (client_db, _, key, _) in placed {
             capture::defer(client_db, key.clone());
-            if client_db.is_none() && maybe_queued {
+            if client_db.is_none() && pending_maybe_queued {
                 // Not proven to have run: watched until an EXEC's look counts it.
                 s.queued.insert(key);
             }
@@ -542,9 +545,10 @@ pub fn before_sleep(ctx: Ctx, databases: u32) -> Vec<(u32, Effect)> {
     for (client_db, db, key, candidate) in placed {
         let sure = exactly_these_ran && (client_db.is_some() || no_miss);
         match (db, candidate) {
-            (Some(db), Some((group, Some(ids)))) if sure => {
-                acks.push((db, Effect::StreamAck { key, group, ids }))
-            }
+            (Some(db), Some((group, Some(ids)))) if sure => acks
+                .entry(db)
+                .or_default()
+                .push(Effect::StreamAck { key, group, ids }),
             _ => {
                 capture::defer(client_db, key.clone());
                 if !exactly_these_ran && client_db.is_none() {
