@@ -282,15 +282,24 @@ def check_cpu_flags():
            if have == want else "expected %s, /proc/cpuinfo has %s" % (want, have or "none"))
 
 
+def serving(binary, pool, name, mode="dax", what="start"):
+    """A server on `pool` that answers, or None once `name` is reported failed (the
+    server did not `what`) and the process is killed."""
+    srv = Server(binary, pool, mode)
+    if srv.ready():
+        return srv
+    report(False, name, "the server did not %s: %s" % (what, srv.tail()))
+    srv.kill9()
+    return None
+
+
 def check_modes(binary):
     for mode in ("auto", "dax"):
         name = "%s/mode-%s-on-dax" % (binary, mode)
         pool = "%s/mode-%s.nvm" % (PMEM, mode)
         remove(pool)
-        srv = Server(binary, pool, mode)
-        if not srv.ready():
-            report(False, name, "the server did not start: %s" % srv.tail())
-            srv.kill9()
+        srv = serving(binary, pool, name, mode)
+        if srv is None:
             continue
         inf = srv.info()
         m, why = inf.get("mode", ""), inf.get("mode_reason", "")
@@ -346,10 +355,8 @@ def sigkill_rounds(binary, rounds=2, secs=3.0, trace=False):
     lists, lists_sent = {}, {}    # key -> acknowledged / sent elements
     hashes = {}            # key -> {field: value} acknowledged
     tracing = trace and trace_start()
-    srv = Server(binary, pool, "dax")
-    if not srv.ready():
-        report(False, "%s/sigkill-round-1" % binary, "the server did not start: %s" % srv.tail())
-        srv.kill9()
+    srv = serving(binary, pool, "%s/sigkill-round-1" % binary)
+    if srv is None:
         return
     for rnd in range(1, rounds + 1):
         name = "%s/sigkill-round-%d" % (binary, rnd)
@@ -429,10 +436,8 @@ def sigkill_rounds(binary, rounds=2, secs=3.0, trace=False):
             if "faults" in captured:
                 note("%s/dax-faults (fs_dax tracepoints, server start + %.1f s of writes): %s"
                      % (binary, load_s, captured["faults"]))
-        srv = Server(binary, pool, "dax")
-        if not srv.ready():
-            report(False, name, "the server did not restart after SIGKILL: %s" % srv.tail())
-            srv.kill9()
+        srv = serving(binary, pool, name, what="restart after SIGKILL")
+        if srv is None:
             return
         c = srv.client()
         problems = [lost_early] if lost_early else []
@@ -481,10 +486,8 @@ def check_digest(binary):
     name = "%s/restart-digest" % binary
     pool = "%s/types-%s.nvm" % (PMEM, binary)
     remove(pool)
-    srv = Server(binary, pool, "dax")
-    if not srv.ready():
-        report(False, name, "the server did not start: %s" % srv.tail())
-        srv.kill9()
+    srv = serving(binary, pool, name)
+    if srv is None:
         return
     c = srv.client()
     cmds = []
@@ -519,10 +522,8 @@ def check_digest(binary):
         srv.kill9()
         return
     srv.kill9()
-    srv = Server(binary, pool, "dax")
-    if not srv.ready():
-        report(False, name, "the server did not restart after SIGKILL: %s" % srv.tail())
-        srv.kill9()
+    srv = serving(binary, pool, name, what="restart after SIGKILL")
+    if srv is None:
         return
     t0 = time.time()
     warm = srv.wait_warmup()
@@ -555,10 +556,8 @@ def check_damage(binary):
     name = "%s/damaged-heap" % binary
     pool = "%s/damage-%s.nvm" % (PMEM, binary)
     remove(pool)
-    srv = Server(binary, pool, "dax")
-    if not srv.ready():
-        report(False, name, "the server did not start: %s" % srv.tail())
-        srv.kill9()
+    srv = serving(binary, pool, name)
+    if srv is None:
         return
     c = srv.client()
     n = 300
@@ -594,11 +593,8 @@ def check_damage(binary):
     del data
     note("%s/damaged-heap: flipped the byte at pool offset %d (heap starts at %d; value of dmg:%d)"
          % (binary, at, heap_offset, victim))
-    srv = Server(binary, pool, "dax")
-    if not srv.ready():
-        report(False, name, "the server did not start on the damaged pool: %s" % srv.tail())
-        srv.kill9()
-    else:
+    srv = serving(binary, pool, name, what="start on the damaged pool")
+    if srv is not None:
         end = time.time() + 60
         settled = None  # when the warm-up ended: give the report a few seconds more
         reported = []
@@ -721,10 +717,8 @@ def check_modes_flush_only(binary):
     """Later boots: mode dax on the DAX mount names this CPU's flush instruction."""
     pool = "%s/mode-dax.nvm" % PMEM
     remove(pool)
-    srv = Server(binary, pool, "dax")
-    if not srv.ready():
-        report(False, "%s/flush" % binary, "the server did not start: %s" % srv.tail())
-        srv.kill9()
+    srv = serving(binary, pool, "%s/flush" % binary)
+    if srv is None:
         return
     inf = srv.info()
     m, why = inf.get("mode", ""), inf.get("mode_reason", "")
