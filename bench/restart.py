@@ -43,7 +43,8 @@ time.perf_counter_ns reads in every process):
                  warm-up  from the first read until fully loaded (module; ~empty for stock)
                  after    from fully loaded to the end of the load
 After each restart: DBSIZE must equal the dataset's key count (stock: also loading:0),
-the module's NVM.INFO warm-up counters are recorded, the module's log is folded
+the module's NVM.INFO warm-up counters and in_doubt_writes (must be 0: the report's
+durability check) are recorded, the module's log is folded
 (log_records:0) and the AOF is put back to its copy, so that every restart reads the
 same files; then SIGKILL.
 The report (markdown, stdout) gives medians over the runs, the worst max, ratios
@@ -533,6 +534,7 @@ def measure(cfg, ds, args, run_no):
     if srv.is_module:
         ni = srv.nvm_info()
         s["nvm"] = {k: ni.get(k) for k in WARM_FIELDS}
+        s["in_doubt_writes"] = ni.get("in_doubt_writes")
         s["nvm_at_done"] = {k: full_info.get(k) for k in WARM_FIELDS}
         m = MODULE_OPEN.search(text)
         s["log_open_ms"] = float(m.group(1)) if m else None
@@ -751,6 +753,10 @@ def report(args, ds, cfgs, disk_root, disk_fs, pool_run, started, finished):
             for s in nvm.samples)
         add(f"warm-up check (loaded + faulted = total = {ds.expected_keys()}, none damaged, NVM.INFO "
             f"unchanged from warmup_state:done to the end): {'PASS' if consistent else 'FAIL'}")
+        add("")
+        in_doubt = [s.get("in_doubt_writes") for s in nvm.samples]
+        add(f"durability check (NVM.INFO in_doubt_writes at the end of every run, after the client load): "
+            f"{'PASS' if all(v == '0' for v in in_doubt) else 'FAIL'} ({' '.join(str(v) for v in in_doubt)})")
         add("")
         add("Note: `warmup_keys_dropped` (and the log's `not brought in`) also counts the keys a command "
             "named after the warm-up had already loaded them (the fault-in finds them in DRAM); nothing "
