@@ -138,6 +138,53 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
                     .map(|(ms, seq)| StreamId { ms, seq })
                     .collect()
             }),
+        (
+            b(),
+            b(),
+            any::<(u64, u64, i64)>(),
+            proptest::collection::vec((b(), any::<i64>(), any::<i64>()), 0..2),
+            proptest::collection::vec((any::<(u64, u64)>(), b(), any::<i64>(), any::<u64>()), 0..3)
+        )
+            .prop_map(
+                |(key, group, (ms, seq, entries_read), consumers, entries)| {
+                    let id = |(ms, seq)| StreamId { ms, seq };
+                    Effect::StreamGroup {
+                        key,
+                        group,
+                        state: redis_nvm::effect::GroupState {
+                            last_id: StreamId { ms, seq },
+                            entries_read,
+                            consumers: consumers
+                                .into_iter()
+                                .map(|(name, seen_ms, active_ms)| {
+                                    redis_nvm::effect::ConsumerTimes {
+                                        name,
+                                        seen_ms,
+                                        active_ms,
+                                    }
+                                })
+                                .collect(),
+                            ranges: vec![redis_nvm::effect::PelRange {
+                                first: StreamId { ms: 0, seq: 0 },
+                                last: StreamId { ms, seq },
+                                entries: entries
+                                    .into_iter()
+                                    .map(|(i, consumer, delivered_ms, deliveries)| {
+                                        (
+                                            id(i),
+                                            redis_nvm::effect::Pending {
+                                                consumer,
+                                                delivered_ms,
+                                                deliveries,
+                                            },
+                                        )
+                                    })
+                                    .collect(),
+                            }],
+                        },
+                    }
+                }
+            ),
         any::<u32>().prop_map(|other| Effect::SwapDb { other }),
         (b(), any::<u32>()).prop_map(|(key, to_db)| Effect::Move { key, to_db }),
         (b(), any::<u64>(), b()).prop_map(|(key, offset, bytes)| Effect::StringWrite {

@@ -453,6 +453,153 @@ fn xack_on_a_big_stream_logs_its_ids_and_survives_sigkill() {
     }
 }
 
+/// XREADGROUP `>`, XCLAIM and XAUTOCLAIM on a big stream are logged as their group's state read back
+/// (owners, delivery times and counts, seen and active times), not the stream's DUMP:
+/// a few hundred bytes each, and after SIGKILL `XINFO STREAM FULL` is the same to the ms
+/// (the operations are spread over several ms so that a wrong time would show).
+#[test]
+fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigkill() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("group-state");
+        let server = ServerSpec::module(flavor, &dir).start();
+        let port = server.spec.port;
+        let mut a = RawConn::connect(port);
+        add_entries(&mut a, "s", 5000, "v");
+        a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
+        a.cmd(&["XGROUP", "CREATE", "s", "other", "0"]);
+        let read = |a: &mut RawConn, consumer: &str, count: &str, noack: bool| {
+            let mut args = vec!["XREADGROUP", "GROUP", "g", consumer, "COUNT", count];
+            if noack {
+                args.push("NOACK");
+            }
+            args.extend(["STREAMS", "s", ">"]);
+            a.cmd(&args).items().len()
+        };
+        // The consumers exist first (creating one is an event: the stream is logged whole).
+        read(&mut a, "c1", "1", false);
+        read(&mut a, "c2", "1", false);
+        a.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "other",
+            "c9",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
+        let appended = |c: &mut RawConn| -> u64 { info_map(c)["appended_bytes"].parse().unwrap() };
+        let before = appended(&mut a);
+        let mut ops = 0;
+        for i in 0..20 {
+            assert_eq!(
+                read(&mut a, if i % 2 == 0 { "c1" } else { "c2" }, "3", false),
+                1
+            );
+            ops += 1;
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        read(&mut a, "c1", "2", true); // NOACK: the cursor moves, nothing is pending
+        ops += 1;
+        // Claim three of c1's to c2, one with TIME and RETRYCOUNT, one not pending
+        // (FORCE makes it pending), and move the cursor with LASTID.
+        let claimed = a
+            .cmd(&["XCLAIM", "s", "g", "c2", "0", "1-1", "3-1", "JUSTID"])
+            .items()
+            .len();
+        assert_eq!(claimed, 2, "{flavor:?}");
+        std::thread::sleep(Duration::from_millis(3));
+        a.cmd(&[
+            "XCLAIM",
+            "s",
+            "g",
+            "c2",
+            "0",
+            "4-1",
+            "TIME",
+            "1000",
+            "RETRYCOUNT",
+            "7",
+        ]);
+        std::thread::sleep(Duration::from_millis(3));
+        a.cmd(&[
+            "XCLAIM", "s", "g", "c1", "0", "4000-1", "FORCE", "LASTID", "4500-1",
+        ]);
+        ops += 3;
+        let per_op = (appended(&mut a) - before) / ops;
+        // XAUTOCLAIM claims the oldest pending entries and drops one whose entry was
+        // deleted (the XDEL is an event: that stream is logged whole, before it).
+        a.cmd(&["XDEL", "s", "5-1"]);
+        std::thread::sleep(Duration::from_millis(3));
+        let before_auto = appended(&mut a);
+        let auto = a.cmd(&["XAUTOCLAIM", "s", "g", "c2", "0", "0-0", "COUNT", "6"]);
+        let auto_bytes = appended(&mut a) - before_auto;
+        assert!(
+            auto_bytes < 5000,
+            "{flavor:?}: XAUTOCLAIM logged {auto_bytes} bytes"
+        );
+        assert_eq!(
+            auto.items()[1].items().len(),
+            5,
+            "{flavor:?}: five claimed, 5-1 dropped"
+        );
+        assert!(
+            per_op < 1000,
+            "{flavor:?}: {per_op} log bytes per group write"
+        );
+        // A read on the other group, pipelined with an XADD after it (entries leave the
+        // groups alone: still its group state). Nothing after it logs the stream whole.
+        a.send(&[
+            "XREADGROUP",
+            "GROUP",
+            "other",
+            "c9",
+            "COUNT",
+            "4",
+            "STREAMS",
+            "s",
+            ">",
+        ])
+        .unwrap();
+        a.send(&["XADD", "s", "9000-1", "f", "v"]).unwrap();
+        a.read().unwrap();
+        a.read().unwrap();
+        let mut c = server.conn();
+        let state = |c: &mut Connection| {
+            format!(
+                "{:?}",
+                q(c, &["XINFO", "STREAM", "s", "FULL", "COUNT", "0"])
+            )
+        };
+        let same = |after: String, before: &str, when: &str| {
+            let at = after
+                .bytes()
+                .zip(before.bytes())
+                .position(|(x, y)| x != y)
+                .unwrap_or(after.len().min(before.len()));
+            let around = |s: &str| {
+                s.get(at.saturating_sub(200)..(at + 200).min(s.len()))
+                    .map(str::to_string)
+            };
+            assert!(
+                after == before,
+                "{flavor:?} {when}: XINFO STREAM FULL differs at {at}:\n after  {:?}\n before {:?}",
+                around(&after),
+                around(before)
+            );
+        };
+        let state_before = state(&mut c);
+        let server = server.kill9().start();
+        let mut c = server.conn();
+        same(state(&mut c), &state_before, "after SIGKILL");
+        // And again after a restart that replays the records the warm-up folded.
+        let server = server.kill9().start();
+        let mut c = server.conn();
+        same(state(&mut c), &state_before, "after a second SIGKILL");
+    }
+}
+
 /// The db of an XACK: Redis 7.0's filter does not give it. An XACK sent from a db where
 /// its stream does not exist changes nothing (it replies 0), and one on a stream whose
 /// name another db also holds changes only its own db's: neither may be logged against

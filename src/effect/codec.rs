@@ -9,7 +9,10 @@
 //! a panic or an OOM. The encoder writes into any `Sink`, so a big payload can stream
 //! straight into the pool instead of a buffer.
 
-use super::{Effect, End, LexBound, Pairs, ScoreBound, SetOp, StreamId, Value, ZRange};
+use super::{
+    ConsumerTimes, Effect, End, GroupState, LexBound, Pairs, PelRange, Pending, ScoreBound, SetOp,
+    StreamId, Value, ZRange,
+};
 
 /// Where an encoding goes: a buffer, a byte counter, or the pool itself.
 pub trait Sink {
@@ -114,6 +117,7 @@ const SET_STORE: u8 = 29;
 const COPY: u8 = 30;
 const FUNCTIONS: u8 = 31;
 const STREAM_ACK: u8 = 32;
+const STREAM_GROUP: u8 = 33;
 
 const VALUE_STRING: u8 = 0;
 const VALUE_LIST: u8 = 1;
@@ -282,6 +286,35 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
                 w.u64(id.seq);
             }
             STREAM_ACK
+        }
+        Effect::StreamGroup { key, group, state } => {
+            w.bytes(key);
+            w.bytes(group);
+            w.u64(state.last_id.ms);
+            w.u64(state.last_id.seq);
+            w.i64(state.entries_read);
+            w.len(state.consumers.len());
+            for c in &state.consumers {
+                w.bytes(&c.name);
+                w.i64(c.seen_ms);
+                w.i64(c.active_ms);
+            }
+            w.len(state.ranges.len());
+            for r in &state.ranges {
+                for id in [r.first, r.last] {
+                    w.u64(id.ms);
+                    w.u64(id.seq);
+                }
+                w.len(r.entries.len());
+                for (id, p) in &r.entries {
+                    w.u64(id.ms);
+                    w.u64(id.seq);
+                    w.bytes(&p.consumer);
+                    w.i64(p.delivered_ms);
+                    w.u64(p.deliveries);
+                }
+            }
+            STREAM_GROUP
         }
         Effect::FlushDb => FLUSH_DB,
         Effect::FlushAll => FLUSH_ALL,
@@ -466,6 +499,68 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
                 })
                 .collect::<Result<_, DecodeError>>()?;
             Effect::StreamAck { key, group, ids }
+        }
+        STREAM_GROUP => {
+            let key = r.bytes()?;
+            let group = r.bytes()?;
+            let last_id = StreamId {
+                ms: r.u64()?,
+                seq: r.u64()?,
+            };
+            let entries_read = r.i64()?;
+            // A consumer is at least a name length and two times; an entry two words and a tag.
+            let n = r.count(20)?;
+            let consumers = (0..n)
+                .map(|_| {
+                    Ok(ConsumerTimes {
+                        name: r.bytes()?,
+                        seen_ms: r.i64()?,
+                        active_ms: r.i64()?,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            let id = |r: &mut Reader| -> Result<StreamId, DecodeError> {
+                Ok(StreamId {
+                    ms: r.u64()?,
+                    seq: r.u64()?,
+                })
+            };
+            // A range is at least two ids and a count; an entry an id, a name length,
+            // a time and a count.
+            let n = r.count(36)?;
+            let ranges = (0..n)
+                .map(|_| {
+                    let (first, last) = (id(&mut r)?, id(&mut r)?);
+                    let m = r.count(36)?;
+                    let entries = (0..m)
+                        .map(|_| {
+                            Ok((
+                                id(&mut r)?,
+                                Pending {
+                                    consumer: r.bytes()?,
+                                    delivered_ms: r.i64()?,
+                                    deliveries: r.u64()?,
+                                },
+                            ))
+                        })
+                        .collect::<Result<_, DecodeError>>()?;
+                    Ok(PelRange {
+                        first,
+                        last,
+                        entries,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            Effect::StreamGroup {
+                key,
+                group,
+                state: GroupState {
+                    last_id,
+                    entries_read,
+                    consumers,
+                    ranges,
+                },
+            }
         }
         FLUSH_DB => Effect::FlushDb,
         FLUSH_ALL => Effect::FlushAll,

@@ -37,6 +37,44 @@ impl std::fmt::Display for StreamId {
     }
 }
 
+/// A consumer group's state after XREADGROUP / XCLAIM / XAUTOCLAIM: its cursor, the times
+/// of the consumers they named (and of every owner of an entry below), and ranges of its
+/// pending entries as they are now: between `first` and `last` (inclusive) the group's
+/// PEL holds exactly `entries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    pub last_id: StreamId,
+    /// The group's entries-read counter; -1 where the server holds it as unknown.
+    pub entries_read: i64,
+    pub consumers: Vec<ConsumerTimes>,
+    pub ranges: Vec<PelRange>,
+}
+
+/// Pending entries between two ids, inclusive, in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PelRange {
+    pub first: StreamId,
+    pub last: StreamId,
+    pub entries: Vec<(StreamId, Pending)>,
+}
+
+/// A consumer's seen time and (Valkey 8, Redis 7.2+) active time, absolute ms; -1 for an
+/// active time the server does not keep or that was never set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerTimes {
+    pub name: Vec<u8>,
+    pub seen_ms: i64,
+    pub active_ms: i64,
+}
+
+/// A pending entry: its owner, last delivery time (absolute ms) and delivery count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub consumer: Vec<u8>,
+    pub delivered_ms: i64,
+    pub deliveries: u64,
+}
+
 /// A whole typed value, as read from a key after a command ran.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -179,6 +217,14 @@ pub enum Effect {
         group: Vec<u8>,
         ids: Vec<StreamId>,
     },
+    /// XREADGROUP, XCLAIM or XAUTOCLAIM on a big stream: what they left in `group`, read
+    /// back from the server after they ran (so replaying it twice, or after a later state of the same
+    /// entries, converges on the same group).
+    StreamGroup {
+        key: Vec<u8>,
+        group: Vec<u8>,
+        state: GroupState,
+    },
     FlushDb,
     FlushAll,
     /// Swap the record's db with `other`.
@@ -270,6 +316,7 @@ impl Effect {
             | Effect::StreamAdd { key, .. }
             | Effect::StreamTrim { key, .. }
             | Effect::StreamAck { key, .. }
+            | Effect::StreamGroup { key, .. }
             | Effect::StringWrite { key, .. }
             | Effect::ListSet { key, .. }
             | Effect::ListInsert { key, .. }
@@ -308,6 +355,7 @@ impl Effect {
             Effect::StreamAdd { .. } => "stream-add",
             Effect::StreamTrim { .. } => "stream-trim",
             Effect::StreamAck { .. } => "stream-ack",
+            Effect::StreamGroup { .. } => "stream-group",
             Effect::FlushDb => "flush-db",
             Effect::FlushAll => "flush-all",
             Effect::SwapDb { .. } => "swap-db",

@@ -20,8 +20,9 @@ pub enum ModelValue {
     Stream {
         dump: Option<Vec<u8>>,
         entries: BTreeMap<StreamId, Pairs>,
-        /// XACKs since the dump, in order: (group, ids).
-        acks: Vec<(Vec<u8>, Vec<StreamId>)>,
+        /// Consumer-group effects since the dump (StreamAck, StreamGroup), in order, with
+        /// their key cleared (the stream may have been renamed since).
+        group_ops: Vec<Effect>,
     },
 }
 
@@ -61,7 +62,7 @@ impl From<&Value> for ModelValue {
             Value::StreamDump(d) => ModelValue::Stream {
                 dump: Some(d.clone()),
                 entries: BTreeMap::new(),
-                acks: Vec::new(),
+                group_ops: Vec::new(),
             },
         }
     }
@@ -370,7 +371,7 @@ impl Dataset {
                 let s = self.collection(db, key, || ModelValue::Stream {
                     dump: None,
                     entries: BTreeMap::new(),
-                    acks: Vec::new(),
+                    group_ops: Vec::new(),
                 })?;
                 let ModelValue::Stream { entries, .. } = s else {
                     return Err(wrong_type(key, "stream"));
@@ -388,12 +389,17 @@ impl Dataset {
                     }
                 }
             }
-            Effect::StreamAck { key, group, ids } => {
+            Effect::StreamAck { key, .. } | Effect::StreamGroup { key, .. } => {
                 if let Some(e) = self.db(db).get_mut(key) {
-                    let ModelValue::Stream { acks, .. } = &mut e.value else {
+                    let ModelValue::Stream { group_ops, .. } = &mut e.value else {
                         return Err(wrong_type(key, "stream"));
                     };
-                    acks.push((group.clone(), ids.clone()));
+                    let mut op = effect.clone();
+                    if let Effect::StreamAck { key, .. } | Effect::StreamGroup { key, .. } = &mut op
+                    {
+                        key.clear();
+                    }
+                    group_ops.push(op);
                 }
             }
             Effect::FlushDb => {

@@ -207,7 +207,9 @@ impl KeySpace {
                 let c = self.collection_for_write(db, key, VT_STREAM)?;
                 self.stream_op(c, effect)?;
             }
-            Effect::StreamTrim { key, .. } | Effect::StreamAck { key, .. } => {
+            Effect::StreamTrim { key, .. }
+            | Effect::StreamAck { key, .. }
+            | Effect::StreamGroup { key, .. } => {
                 if let Some(c) = self.existing_collection(db, key, VT_STREAM)? {
                     self.stream_op(c, effect)?;
                 }

@@ -148,7 +148,8 @@ impl KeySpace {
                 for op in ops.iter_mut() {
                     if let Effect::StreamAdd { key: k, .. }
                     | Effect::StreamTrim { key: k, .. }
-                    | Effect::StreamAck { key: k, .. } = op
+                    | Effect::StreamAck { key: k, .. }
+                    | Effect::StreamGroup { key: k, .. } = op
                     {
                         k.clone_from(&key);
                     }

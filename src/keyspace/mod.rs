@@ -338,7 +338,7 @@ impl KeySpace {
                             value: ModelValue::Stream {
                                 dump,
                                 entries: BTreeMap::new(),
-                                acks: Vec::new(),
+                                group_ops: Vec::new(),
                             },
                             expire_at_ms: NO_EXPIRE,
                         },

@@ -79,7 +79,7 @@ pub fn log_deferred(ctx: Ctx, databases: u32) {
 
 pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) {
     let db = ctx.selected_db();
-    super::silent::note_event(key);
+    super::silent::note_event(event, key);
     let Some((record_db, effects, how)) = effect_for(ctx, db, event, key_object, key) else {
         return;
     };

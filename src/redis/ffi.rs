@@ -873,6 +873,49 @@ impl Key {
         Some(out)
     }
 
+    /// The ids of up to `n` entries of a stream, from `end` (inclusive) backwards.
+    pub fn stream_ids_back(&self, end: (u64, u64), n: usize) -> Option<Vec<(u64, u64)>> {
+        let (start, next_id, next_field, stop) = (
+            api!(RedisModule_StreamIteratorStart)?,
+            api!(RedisModule_StreamIteratorNextID)?,
+            api!(RedisModule_StreamIteratorNextField)?,
+            api!(RedisModule_StreamIteratorStop)?,
+        );
+        let mut end = raw::RedisModuleStreamID {
+            ms: end.0,
+            seq: end.1,
+        };
+        let flags = raw::REDISMODULE_STREAM_ITERATOR_REVERSE as c_int;
+        // SAFETY: live stream handle; a null start means from the first entry; `end` lives
+        // through the call (the server copies it).
+        if unsafe { start(self.handle, flags, ptr::null_mut(), &mut end) }
+            != raw::REDISMODULE_OK as c_int
+        {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n.min(1024));
+        let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+        let mut nfields: c_long = 0;
+        // SAFETY: the iterator is active.
+        while out.len() < n
+            && unsafe { next_id(self.handle, &mut id, &mut nfields) }
+                == raw::REDISMODULE_OK as c_int
+        {
+            out.push((id.ms, id.seq));
+            // A reverse iterator must pass an entry's fields before the previous entry
+            // (t_stream.c streamIteratorGetID seeks back from the last field read).
+            let mut f: *mut RedisModuleString = ptr::null_mut();
+            let mut v: *mut RedisModuleString = ptr::null_mut();
+            // SAFETY: positioned on an entry; f/v are only written.
+            while unsafe { next_field(self.handle, &mut f, &mut v) } == raw::REDISMODULE_OK as c_int
+            {
+            }
+        }
+        // SAFETY: stops the active iterator.
+        unsafe { stop(self.handle) };
+        Some(out)
+    }
+
     /// The first (`last == false`) or last entry of a stream: id and fields.
     #[allow(clippy::type_complexity)]
     pub fn stream_edge(&self, last: bool) -> Option<(u64, u64, Vec<(Vec<u8>, Vec<u8>)>)> {
@@ -1186,6 +1229,21 @@ pub fn init_module(ctx: Ctx, name: &CStr, version: c_int) -> bool {
         };
     }
     ok
+}
+
+/// The server's clock now, in ms (`mstime()`).
+pub fn milliseconds() -> Option<i64> {
+    let f = api!(RedisModule_Milliseconds)?;
+    // SAFETY: takes no arguments.
+    Some(unsafe { f() })
+}
+
+/// The server's cached time, in µs (Valkey 8, Redis 7.2+: what a command run from this
+/// callback takes as its time).
+pub fn cached_microseconds() -> Option<i64> {
+    let f = api!(RedisModule_CachedMicroseconds)?;
+    // SAFETY: takes no arguments.
+    Some(unsafe { f() })
 }
 
 pub fn server_version() -> Option<(u32, u32, u32)> {

@@ -15,7 +15,9 @@ mod commands;
 pub mod config;
 mod ffi;
 mod functions;
+mod group_state;
 pub mod hints;
+mod rdb;
 mod rdb_string;
 mod reads;
 mod replayer;
@@ -23,6 +25,7 @@ mod restore;
 mod silent;
 mod startup;
 mod state;
+mod stream_dump;
 mod warmup;
 
 use config::{Durability, Settings};

@@ -153,6 +153,34 @@ fn value_out(value: StoredValue) -> Out {
                                 .collect(),
                         ),
                     ]),
+                    Effect::StreamGroup { group, state, .. } => Out::Array(vec![
+                        Out::Simple("group".into()),
+                        bulk(group),
+                        bulk(state.last_id.to_string().into_bytes()),
+                        Out::Array(
+                            state
+                                .ranges
+                                .into_iter()
+                                .map(|r| {
+                                    let entries = r.entries.into_iter().map(|(id, p)| {
+                                        Out::Array(vec![
+                                            bulk(id.to_string().into_bytes()),
+                                            bulk(p.consumer),
+                                            Out::Int(p.delivered_ms),
+                                            Out::Int(
+                                                i64::try_from(p.deliveries).unwrap_or(i64::MAX),
+                                            ),
+                                        ])
+                                    });
+                                    Out::Array(vec![
+                                        bulk(r.first.to_string().into_bytes()),
+                                        bulk(r.last.to_string().into_bytes()),
+                                        Out::Array(entries.collect()),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ]),
                     other => Out::Simple(other.name().into()),
                 })
                 .collect();

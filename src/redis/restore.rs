@@ -84,6 +84,10 @@ pub fn apply(ctx: Ctx, db: u32, effect: &Effect) -> Result<(), String> {
             super::silent::note_own_ack();
             call(ctx, "XACK", &args)
         }
+        // Times and owners no command sets: folded into the stream's DUMP by the warm-up.
+        Effect::StreamGroup { .. } => {
+            Err("a stream-group record whose stream's DUMP could not take it (see the log)".into())
+        }
         Effect::FlushDb => call(ctx, "FLUSHDB", &[]),
         Effect::FlushAll => flush_all(ctx),
         Effect::SwapDb { other } => call(

@@ -32,6 +32,7 @@
 
 use super::capture;
 use super::ffi::{Ctx, FilterClient, KeyType};
+use super::group_state::{self, Touched};
 use crate::effect::{Effect, StreamId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,6 +132,9 @@ const MAX_DBS_SEARCHED: u32 = 64;
 /// it the stream's DUMP costs less than the commandstats read that proves an XACK ran
 /// (~130-150k instructions on both servers; INFO stats on Redis 7.0 ~280k more).
 const BIG_STREAM: usize = 4096;
+/// An XREADGROUP with a bigger COUNT is logged as its stream's DUMP: reading its group back
+/// would walk that many entries.
+const MAX_READ_BACK: usize = 1024;
 
 /// An XACK the filter let through in this iteration: logged as a `StreamAck` at its end
 /// if it ran then, as it was written, in a db that is known (else its stream is logged
@@ -143,6 +147,25 @@ struct PendingAck {
     /// `None`: an id this module does not parse the way the server does (logged whole).
     ids: Option<Vec<StreamId>>,
     /// Something else changed the key (or moved dbs) after it in this iteration.
+    spoiled: bool,
+}
+
+/// An XREADGROUP `>` with a COUNT and no BLOCK, an XCLAIM of ids this module parses, or
+/// an XAUTOCLAIM, that the filter let through in this iteration, not queued in MULTI: on a big stream its
+/// group is read back at the iteration's end (`group_state`) instead of the stream's DUMP.
+/// Whether it ran, or was refused, does not matter: the record is the group's state.
+struct PendingGroupWrite {
+    db: Option<u32>,
+    key: Vec<u8>,
+    group: Vec<u8>,
+    consumer: Vec<u8>,
+    /// XREADGROUP: its COUNT; otherwise 0.
+    delivered_at_most: usize,
+    /// XCLAIM: the ids it names.
+    claimed: Vec<StreamId>,
+    /// XAUTOCLAIM: its start and how many pending entries it may examine.
+    scanned: Option<(StreamId, usize)>,
+    /// Something other than XADD / XTRIM changed the key (or moved dbs) after it.
     spoiled: bool,
 }
 
@@ -187,6 +210,8 @@ struct Streams {
     /// XACKs of this iteration, and the module's own (warm-up: commandstats counts them).
     pending: Vec<PendingAck>,
     own_acks: u64,
+    /// XREADGROUPs and XCLAIMs of this iteration that may be logged as their group's state.
+    group_writes: Vec<PendingGroupWrite>,
     /// Streams a write that may still be queued names (no db: every db where it is a stream).
     queued: BTreeSet<Vec<u8>>,
     /// Streams a blocking XREADGROUP waits on (or waited on while some client was blocked).
@@ -208,13 +233,15 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
     misses: None,
     pending: Vec::new(),
     own_acks: 0,
+    group_writes: Vec::new(),
     queued: BTreeSet::new(),
     blocked: BTreeSet::new(),
     fresh_queued: Vec::new(),
     look: false,
 });
 
-/// `Streams::pending` is not empty (read on every keyspace event, without the lock).
+/// `Streams::pending` or `group_writes` is not empty (read on every keyspace event,
+/// without the lock).
 static ACKS_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// A MULTI has been filtered since start (on a server whose filter cannot say whether a
@@ -266,6 +293,7 @@ pub fn settled(ctx: Ctx) {
     s.ack_counts = ack;
     s.misses = keyspace_misses(ctx);
     s.pending.clear();
+    s.group_writes.clear();
     ACKS_PENDING.store(false, Ordering::Relaxed);
     s.own_acks = 0;
     s.queued.clear();
@@ -325,6 +353,116 @@ fn parse_ack_id(arg: &[u8]) -> Option<StreamId> {
     })
 }
 
+/// The group writes of an XREADGROUP `>` with a COUNT and no BLOCK (one per stream), of
+/// an XCLAIM whose ids all parse, ending at an option XCLAIM knows, or of an XAUTOCLAIM
+/// whose start and COUNT parse; `None` for any other form (its streams are logged whole).
+fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> {
+    let write = |key: &[u8], group: &[u8], consumer: &[u8]| PendingGroupWrite {
+        db: None,
+        key: key.to_vec(),
+        group: group.to_vec(),
+        consumer: consumer.to_vec(),
+        delivered_at_most: 0,
+        claimed: Vec::new(),
+        scanned: None,
+        spoiled: false,
+    };
+    if name.eq_ignore_ascii_case(b"xclaim") {
+        // XCLAIM key group consumer min-idle-time id [id ...] [IDLE ms] [TIME ms] ...
+        let (key, group, consumer) = (args.first()?, args.get(1)?, args.get(2)?);
+        let rest = args.get(4..)?;
+        let n_ids = rest
+            .iter()
+            .take_while(|a| parse_ack_id(a).is_some())
+            .count();
+        const OPTIONS: [&str; 6] = ["idle", "time", "retrycount", "force", "justid", "lastid"];
+        let next_is_option = rest
+            .get(n_ids)
+            .is_none_or(|a| OPTIONS.iter().any(|o| a.eq_ignore_ascii_case(o.as_bytes())));
+        if n_ids == 0 || !next_is_option {
+            return None;
+        }
+        let ids = rest[..n_ids]
+            .iter()
+            .filter_map(|a| parse_ack_id(a))
+            .collect();
+        return Some(vec![PendingGroupWrite {
+            claimed: ids,
+            ..write(key, group, consumer)
+        }]);
+    }
+    if name.eq_ignore_ascii_case(b"xautoclaim") {
+        // XAUTOCLAIM key group consumer min-idle-time start [COUNT count] [JUSTID]
+        let (key, group, consumer) = (args.first()?, args.get(1)?, args.get(2)?);
+        let start = match *args.get(4)? {
+            b"-" => StreamId { ms: 0, seq: 0 },
+            a => parse_ack_id(a)?,
+        };
+        let mut count = 100; // the server's default
+        let mut i = 5;
+        while let Some(a) = args.get(i) {
+            if a.eq_ignore_ascii_case(b"count") {
+                count = std::str::from_utf8(args.get(i + 1)?).ok()?.parse().ok()?;
+                i += 2;
+            } else if a.eq_ignore_ascii_case(b"justid") {
+                i += 1;
+            } else {
+                return None;
+            }
+        }
+        if count == 0 || count > MAX_READ_BACK {
+            return None;
+        }
+        return Some(vec![PendingGroupWrite {
+            scanned: Some((start, count * 10)),
+            ..write(key, group, consumer)
+        }]);
+    }
+    if !name.eq_ignore_ascii_case(b"xreadgroup") {
+        return None;
+    }
+    // XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS k... id...
+    if !args.first()?.eq_ignore_ascii_case(b"group") {
+        return None;
+    }
+    let (group, consumer) = (args.get(1)?, args.get(2)?);
+    let mut count = None;
+    let mut i = 3;
+    loop {
+        let a = args.get(i)?;
+        if a.eq_ignore_ascii_case(b"count") {
+            count = std::str::from_utf8(args.get(i + 1)?)
+                .ok()?
+                .parse::<usize>()
+                .ok();
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"noack") {
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"streams") {
+            break;
+        } else {
+            return None; // BLOCK, or something this module does not read the same way
+        }
+    }
+    let count = count.filter(|&n| n > 0 && n <= MAX_READ_BACK)?;
+    let rest = &args[i + 1..];
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        return None;
+    }
+    let (keys, ids) = rest.split_at(rest.len() / 2);
+    if ids.iter().any(|id| *id != b">") {
+        return None;
+    }
+    Some(
+        keys.iter()
+            .map(|k| PendingGroupWrite {
+                delivered_at_most: count,
+                ..write(k, group, consumer)
+            })
+            .collect(),
+    )
+}
+
 /// The filter let a command through (it may still be refused by the server, queued or
 /// blocked). XACK waits for the end of the iteration (`before_sleep`); the other
 /// consumer-group commands' streams are logged whole then, and stay watched if the
@@ -375,8 +513,19 @@ pub fn note_command<'a>(
         return;
     }
     s.others.note();
-    for key in &keys {
-        capture::defer(client.map(|c| c.db), key.clone());
+    let in_multi = client.is_some_and(|c| c.in_multi);
+    match (in_multi, readable_back(name, &args)) {
+        (false, Some(writes)) => {
+            ACKS_PENDING.store(true, Ordering::Relaxed);
+            let db = client.map(|c| c.db);
+            s.group_writes
+                .extend(writes.into_iter().map(|w| PendingGroupWrite { db, ..w }));
+        }
+        _ => {
+            for key in &keys {
+                capture::defer(client.map(|c| c.db), key.clone());
+            }
+        }
     }
     if blocks {
         s.blocked.extend(keys.iter().cloned());
@@ -406,7 +555,9 @@ pub fn note_own_ack() {
 
 /// A keyspace event on `key`: an XACK of this iteration on it is logged whole instead
 /// (its `StreamAck` would come after this change in the log, not before it).
-pub fn note_event(key: &[u8]) {
+/// The group writes of this iteration on it are too, unless it only added or trimmed
+/// entries (their group state is read after it, and entries leave the groups alone).
+pub fn note_event(event: &[u8], key: &[u8]) {
     if !ACKS_PENDING.load(Ordering::Relaxed) {
         return;
     }
@@ -414,12 +565,21 @@ pub fn note_event(key: &[u8]) {
     for p in s.pending.iter_mut().filter(|p| p.key == key) {
         p.spoiled = true;
     }
+    if event != b"xadd" && event != b"xtrim" {
+        for w in s.group_writes.iter_mut().filter(|w| w.key == key) {
+            w.spoiled = true;
+        }
+    }
 }
 
 /// SWAPDB: an XACK of this iteration may now name a stream in another db.
 pub fn note_swapdb() {
-    for p in streams().pending.iter_mut() {
+    let mut s = streams();
+    for p in s.pending.iter_mut() {
         p.spoiled = true;
+    }
+    for w in s.group_writes.iter_mut() {
+        w.spoiled = true;
     }
 }
 
@@ -452,17 +612,22 @@ fn only_stream_db(ctx: Ctx, key: &[u8], databases: u32) -> Option<u32> {
     found
 }
 
-/// The number of entries of the stream `key` in `db` (0 if it is not a stream).
-fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
+/// The number of entries of the stream `key` in `db` (`None` if it is not a stream).
+fn stream_entries(ctx: Ctx, db: u32, key: &[u8]) -> Option<usize> {
     if !ctx.select_db(db) {
-        return 0;
+        return None;
     }
     let len = ctx
         .open_read(key)
         .filter(|k| k.key_type() == KeyType::Stream)
-        .map_or(0, |k| k.len());
+        .map(|k| k.len());
     ctx.select_db(0);
     len
+}
+
+/// The number of entries of the stream `key` in `db` (0 if it is not a stream).
+fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
+    stream_entries(ctx, db, key).unwrap_or(0)
 }
 
 /// End of an event-loop iteration, before the deferred keys are logged. An XACK of this
@@ -473,8 +638,75 @@ fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
 /// stream is logged whole (its DUMP). Then, if a queued write may have run (the counts
 /// moved), the queued streams are logged whole too; they stay watched until every write
 /// let through is counted. The counts are read only when something needs them. Returns
-/// the `StreamAck`s by db, to be appended one db at a time (one commit each).
+/// the `StreamAck`s by db, and after them the group states of this iteration's
+/// XREADGROUPs and XCLAIMs (`group_states`), to be appended one db at a time (one commit
+/// each).
 pub fn before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
+    let group_writes = std::mem::take(&mut streams().group_writes);
+    let mut out = acks_before_sleep(ctx, databases);
+    for (db, states) in group_states(ctx, databases, group_writes) {
+        out.entry(db).or_default().extend(states);
+    }
+    out
+}
+
+/// The group state each XREADGROUP / XCLAIM of this iteration left, read back from a big
+/// stream (`group_state`); a small stream, a write something else changed the key after,
+/// or a state that cannot be read exactly is logged as the stream's DUMP. On Redis 7.0
+/// (no db in the filter) every db where the key is a stream is read.
+fn group_states(
+    ctx: Ctx,
+    databases: u32,
+    writes: Vec<PendingGroupWrite>,
+) -> BTreeMap<u32, Vec<Effect>> {
+    type GroupOf = (Option<u32>, Vec<u8>, Vec<u8>);
+    let mut by_group: BTreeMap<GroupOf, (Touched, bool)> = BTreeMap::new();
+    for w in writes {
+        let (touched, spoiled) = by_group.entry((w.db, w.key, w.group)).or_default();
+        touched.consumers.insert(w.consumer);
+        touched.delivered_at_most += w.delivered_at_most;
+        touched.claimed.extend(w.claimed);
+        touched.scanned.extend(w.scanned);
+        *spoiled |= w.spoiled;
+    }
+    let mut out: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
+    for ((db, key, group), (touched, spoiled)) in by_group {
+        let dbs: Vec<u32> = match db {
+            _ if spoiled || touched.delivered_at_most > MAX_READ_BACK => Vec::new(),
+            Some(db) => vec![db],
+            None if databases <= MAX_DBS_SEARCHED => (0..databases).collect(),
+            None => Vec::new(),
+        };
+        if dbs.is_empty() {
+            capture::defer(db, key);
+            continue;
+        }
+        let mut whole = false;
+        for d in dbs {
+            match stream_entries(ctx, d, &key) {
+                None => continue, // not a stream here: nothing of it changed
+                Some(n) if n < BIG_STREAM => {
+                    whole = true;
+                    continue;
+                }
+                Some(_) => {}
+            }
+            ctx.select_db(d);
+            match group_state::read_back(ctx, &key, &group, &touched) {
+                Ok(Some(state)) => out.entry(d).or_default().push(state),
+                Ok(None) => {}
+                Err(group_state::Whole) => capture::defer(Some(d), key.clone()),
+            }
+        }
+        ctx.select_db(0);
+        if whole {
+            capture::defer(db, key);
+        }
+    }
+    out
+}
+
+fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     let mut s = streams();
     if !s.blocked.is_empty() && ctx.server_info_number("clients", "blocked_clients") == Some(0) {
         // No client is blocked: no XREADGROUP can still deliver (an XADD in this

@@ -27,6 +27,7 @@ use super::ffi::{self, Ctx, Filter, RedisModuleCtx};
 use super::replayer;
 use super::restore;
 use super::state::{with_module, Refusal, CAPTURING};
+use super::stream_dump;
 use crate::effect::{Effect, Value};
 use crate::keyspace::{KeySpace, Snapshot, StoredEntry, StoredValue, Walked};
 use crate::log::BlobRef;
@@ -749,7 +750,50 @@ fn insert_range(
             }
             server_calls(&effects)
         }
-        StoredValue::Stream { .. } => server_calls(&effects_of(key, entry.clone())),
+        StoredValue::Stream { .. } => server_calls(&effects_of(
+            key,
+            with_groups_folded(ctx, key, entry.clone()),
+        )),
+    }
+}
+
+/// A stream with its consumer-group records written into its DUMP (they commute with the
+/// entry records: XADD and XTRIM leave the groups alone). If the DUMP cannot take them,
+/// they stay records: acks are replayed with XACK, a stream-group record fails (its times
+/// and owners no command can set), and the reason is logged.
+fn with_groups_folded(ctx: Ctx, key: &[u8], entry: StoredEntry) -> StoredEntry {
+    let StoredValue::Stream {
+        dump: Some(dump),
+        ops,
+    } = &entry.value
+    else {
+        return entry;
+    };
+    if !ops.iter().any(stream_dump::is_group_op) {
+        return entry;
+    }
+    match stream_dump::fold(dump, ops) {
+        Ok(folded) => StoredEntry {
+            value: StoredValue::Stream {
+                dump: Some(folded),
+                ops: ops
+                    .iter()
+                    .filter(|op| !stream_dump::is_group_op(op))
+                    .cloned()
+                    .collect(),
+            },
+            expire_at_ms: entry.expire_at_ms,
+        },
+        Err(e) => {
+            ctx.log(
+                "warning",
+                &format!(
+                    "redis-nvm: the consumer-group records of stream {:?} do not fit its DUMP ({e}); they are applied one by one",
+                    String::from_utf8_lossy(key)
+                ),
+            );
+            entry
+        }
     }
 }
 

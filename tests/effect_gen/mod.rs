@@ -7,7 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis_nvm::effect::model::Dataset;
 use redis_nvm::effect::{
-    Effect, End, LexBound, ScoreBound, SetOp, StreamId, Value, ZRange, NO_EXPIRE,
+    ConsumerTimes, Effect, End, GroupState, LexBound, PelRange, Pending, ScoreBound, SetOp,
+    StreamId, Value, ZRange, NO_EXPIRE,
 };
 
 pub fn bytes(rng: &mut StdRng, max: usize) -> Vec<u8> {
@@ -34,7 +35,7 @@ pub fn db(rng: &mut StdRng) -> u32 {
 
 pub fn random_effect(rng: &mut StdRng) -> Effect {
     let key = key(rng);
-    match rng.gen_range(0..28) {
+    match rng.gen_range(0..29) {
         0 => Effect::Put {
             key,
             value: Value::String(bytes(rng, 40)),
@@ -197,6 +198,39 @@ pub fn random_effect(rng: &mut StdRng) -> Effect {
                 })
                 .collect(),
         },
+        27 => {
+            let id = |ms| StreamId { ms, seq: 0 };
+            let first = rng.gen_range(1..500);
+            Effect::StreamGroup {
+                key,
+                group: b"g".to_vec(),
+                state: GroupState {
+                    last_id: id(first + 10),
+                    entries_read: rng.gen_range(-1..20),
+                    consumers: vec![ConsumerTimes {
+                        name: b"c".to_vec(),
+                        seen_ms: rng.gen_range(0..1 << 40),
+                        active_ms: -1,
+                    }],
+                    ranges: vec![PelRange {
+                        first: id(first),
+                        last: id(first + 10),
+                        entries: (0..rng.gen_range(0..3))
+                            .map(|i| {
+                                (
+                                    id(first + i),
+                                    Pending {
+                                        consumer: b"c".to_vec(),
+                                        delivered_ms: rng.gen_range(0..1 << 40),
+                                        deliveries: rng.gen_range(1..5),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    }],
+                },
+            }
+        }
         _ => match rng.gen_range(0..3) {
             0 => Effect::FlushDb,
             1 => Effect::SwapDb { other: db(rng) },

@@ -1,0 +1,289 @@
+//! A consumer group's state read back from the server after XREADGROUP or XCLAIM ran.
+//!
+//! Why: both change a group without a keyspace event, and their effect depends on the
+//! time they ran (delivery times, seen and active times) and, for XREADGROUP, on which
+//! entries were next: nothing in argv says what they did. Reading the state back after
+//! they ran (at the end of the iteration, `silent`) gives it exactly, at O(what they
+//! named) instead of the stream's DUMP:
+//! - `XINFO STREAM key FULL COUNT 1`: the group's last-delivered id and entries-read, and
+//!   each consumer's seen (and active) time, absolute (O(groups + consumers));
+//! - `XPENDING key group start end count`: owner, idle time and delivery count of the
+//!   pending entries in ranges that hold every entry the commands may have changed.
+//!   XREADGROUP `>` COUNT n delivers entries after the old last-delivered id, so at most n
+//!   entries up to the new one (found by walking the stream back with the key API); XCLAIM
+//!   the ids it names; XAUTOCLAIM the first COUNT x 10 pending entries from its start;
+//! - XPENDING gives idle times: delivery = now - idle, where "now" is the server's clock
+//!   during the call (Redis 7.0 `mstime()`: known when the ms did not change across the
+//!   call) or the time the callback's execution unit took (Valkey 8, Redis 7.2+:
+//!   `commandTimeSnapshot()`, the cached time set when this callback's context was made).
+//!
+//! Invariants: every pending entry the commands changed lies in a range of the record,
+//! which holds that range's state now (an entry missing from it is no longer pending), or
+//! the caller logs the stream whole (`Err`); the record is a state, not a change, so it is
+//! right after any later state of the same entries. These reads show in commandstats
+//! and MONITOR (`xinfo|stream`, `xpending`), like the DUMP they replace.
+
+#![forbid(unsafe_code)]
+
+use super::ffi::{self, Ctx, KeyType, Reply};
+use crate::effect::{ConsumerTimes, Effect, GroupState, PelRange, Pending, StreamId};
+use std::collections::BTreeSet;
+
+/// What the iteration's XREADGROUPs, XCLAIMs and XAUTOCLAIMs on one group of one stream
+/// named.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub consumers: BTreeSet<Vec<u8>>,
+    /// The sum of the `>` reads' COUNTs: at most this many entries were delivered.
+    pub delivered_at_most: usize,
+    pub claimed: BTreeSet<StreamId>,
+    /// XAUTOCLAIM's start and how many pending entries it may examine from there (its
+    /// COUNT times 10, t_stream.c `attempts_factor`): it claims some and drops those whose
+    /// entries were deleted, all among them.
+    pub scanned: Vec<(StreamId, usize)>,
+}
+
+const MAX_ID: StreamId = StreamId {
+    ms: u64::MAX,
+    seq: u64::MAX,
+};
+
+/// The stream must be logged whole instead.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Whole;
+
+/// Tries of an XPENDING whose clock reading straddled a millisecond (Redis 7.0).
+const CLOCK_TRIES: usize = 3;
+
+/// The group's state now, as a `StreamGroup` (`None`: the key is not a stream or has no
+/// such group any more: nothing of it to log). `ctx` has the stream's db selected.
+pub fn read_back(
+    ctx: Ctx,
+    key: &[u8],
+    group: &[u8],
+    touched: &Touched,
+) -> Result<Option<Effect>, Whole> {
+    if !touched.scanned.is_empty() && !touched.claimed.is_empty() {
+        // An XCLAIM FORCE may have added entries inside what an XAUTOCLAIM examined, so
+        // its range could end short of an entry it dropped.
+        return Err(Whole);
+    }
+    let info = ctx.call("XINFO", &[b"STREAM", key, b"FULL", b"COUNT", b"1"]);
+    let Reply::Array(info) = info else {
+        return Ok(None); // no such key, or not a stream
+    };
+    let Some(g) = field(&info, b"groups").and_then(array).and_then(|gs| {
+        gs.iter()
+            .filter_map(array)
+            .find(|g| str_field(g, b"name") == Some(group))
+    }) else {
+        return Ok(None);
+    };
+    let last_id = str_field(g, b"last-delivered-id")
+        .and_then(parse_id)
+        .ok_or(Whole)?;
+    let entries_read = match field(g, b"entries-read") {
+        Some(Reply::Int(n)) => *n,
+        Some(Reply::Null) | None => -1,
+        Some(_) => return Err(Whole),
+    };
+    let mut ranges = Vec::new();
+    if touched.delivered_at_most > 0 {
+        let ids = ctx
+            .open_read(key)
+            .filter(|k| k.key_type() == KeyType::Stream)
+            .and_then(|k| k.stream_ids_back((last_id.ms, last_id.seq), touched.delivered_at_most))
+            .ok_or(Whole)?;
+        if let Some(&(ms, seq)) = ids.last() {
+            let first = StreamId { ms, seq };
+            // Room for entries pending from before whose stream entries were deleted: a
+            // reply that fills it may have left out a delivered one.
+            let limit = 2 * touched.delivered_at_most + 8;
+            let entries = pending_range(ctx, key, group, first, last_id, limit)?;
+            if entries.len() >= limit {
+                return Err(Whole);
+            }
+            ranges.push(PelRange {
+                first,
+                last: last_id,
+                entries,
+            });
+        }
+    }
+    for &id in &touched.claimed {
+        let entries = pending_range(ctx, key, group, id, id, 1)?;
+        ranges.push(PelRange {
+            first: id,
+            last: id,
+            entries,
+        });
+    }
+    for &(start, examined) in &touched.scanned {
+        // What it examined is among the first `examined` pending entries from `start` as
+        // they were; those it dropped are gone, so the first `examined` now reach at least
+        // as far.
+        let entries = pending_range(ctx, key, group, start, MAX_ID, examined)?;
+        let last = match entries.len() >= examined {
+            true => entries.last().map_or(MAX_ID, |(id, _)| *id),
+            false => MAX_ID,
+        };
+        ranges.push(PelRange {
+            first: start,
+            last,
+            entries,
+        });
+    }
+    let mut names = touched.consumers.clone();
+    names.extend(
+        ranges
+            .iter()
+            .flat_map(|r| r.entries.iter().map(|(_, p)| p.consumer.clone())),
+    );
+    let consumers = field(g, b"consumers")
+        .and_then(array)
+        .ok_or(Whole)?
+        .iter()
+        .filter_map(array)
+        .filter_map(|c| {
+            let name = str_field(c, b"name")?;
+            names.contains(name).then(|| ConsumerTimes {
+                name: name.to_vec(),
+                seen_ms: int_field(c, b"seen-time").unwrap_or(-1),
+                active_ms: int_field(c, b"active-time").unwrap_or(-1),
+            })
+        })
+        .collect();
+    Ok(Some(Effect::StreamGroup {
+        key: key.to_vec(),
+        group: group.to_vec(),
+        state: GroupState {
+            last_id,
+            entries_read,
+            consumers,
+            ranges,
+        },
+    }))
+}
+
+/// The pending entries of `group` from `first` to `last` (at most `limit`), with their
+/// delivery times made absolute.
+fn pending_range(
+    ctx: Ctx,
+    key: &[u8],
+    group: &[u8],
+    first: StreamId,
+    last: StreamId,
+    limit: usize,
+) -> Result<Vec<(StreamId, Pending)>, Whole> {
+    let last = match last == MAX_ID {
+        true => "+".to_string(),
+        false => last.to_string(),
+    };
+    let (first, limit) = (first.to_string(), limit.to_string());
+    let args: [&[u8]; 5] = [
+        key,
+        group,
+        first.as_bytes(),
+        last.as_bytes(),
+        limit.as_bytes(),
+    ];
+    let (reply, now) = call_with_its_time(ctx, &args)?;
+    let Reply::Array(rows) = reply else {
+        return Err(Whole);
+    };
+    rows.iter()
+        .map(|row| {
+            let row = array(row).ok_or(Whole)?;
+            match row {
+                [Reply::Str(id), Reply::Str(consumer), Reply::Int(idle), Reply::Int(count)] => {
+                    Ok((
+                        parse_id(id).ok_or(Whole)?,
+                        Pending {
+                            consumer: consumer.clone(),
+                            delivered_ms: now - idle,
+                            deliveries: u64::try_from(*count).map_err(|_| Whole)?,
+                        },
+                    ))
+                }
+                _ => Err(Whole),
+            }
+        })
+        .collect()
+}
+
+/// XPENDING with `args`, and the "now" it computed its idle times from.
+fn call_with_its_time(ctx: Ctx, args: &[&[u8]]) -> Result<(Reply, i64), Whole> {
+    if ffi::server_version().is_some_and(|v| v >= (7, 2, 0)) {
+        // commandTimeSnapshot(): fixed for this callback's execution unit.
+        let before = ffi::cached_microseconds().ok_or(Whole)?;
+        let reply = ctx.call("XPENDING", args);
+        let after = ffi::cached_microseconds().ok_or(Whole)?;
+        return match before == after {
+            true => Ok((reply, before / 1000)),
+            false => Err(Whole),
+        };
+    }
+    for _ in 0..CLOCK_TRIES {
+        let before = ffi::milliseconds().ok_or(Whole)?;
+        let reply = ctx.call("XPENDING", args);
+        if ffi::milliseconds() == Some(before) {
+            return Ok((reply, before));
+        }
+    }
+    Err(Whole)
+}
+
+fn array(r: &Reply) -> Option<&[Reply]> {
+    match r {
+        Reply::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// A field of a RESP2 map (a flat array of names and values).
+fn field<'a>(map: &'a [Reply], name: &[u8]) -> Option<&'a Reply> {
+    map.chunks_exact(2)
+        .find(|kv| kv[0].as_bytes() == Some(name))
+        .map(|kv| &kv[1])
+}
+
+fn str_field<'a>(map: &'a [Reply], name: &[u8]) -> Option<&'a [u8]> {
+    field(map, name)?.as_bytes()
+}
+
+fn int_field(map: &[Reply], name: &[u8]) -> Option<i64> {
+    match field(map, name)? {
+        Reply::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// `ms-seq` as the server writes it.
+fn parse_id(text: &[u8]) -> Option<StreamId> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (ms, seq) = text.split_once('-')?;
+    Some(StreamId {
+        ms: ms.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_map_fields() {
+        assert_eq!(parse_id(b"12-3"), Some(StreamId { ms: 12, seq: 3 }));
+        assert_eq!(parse_id(b"12"), None);
+        let map = vec![
+            Reply::Str(b"name".to_vec()),
+            Reply::Str(b"g".to_vec()),
+            Reply::Str(b"seen-time".to_vec()),
+            Reply::Int(7),
+        ];
+        assert_eq!(str_field(&map, b"name"), Some(&b"g"[..]));
+        assert_eq!(int_field(&map, b"seen-time"), Some(7));
+        assert_eq!(int_field(&map, b"active-time"), None);
+    }
+}
