@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Consumer-group commands on a big stream: redis-nvm against stock Redis + AOF, side by side.
 
-Role: measures what the module costs XREADGROUP and XACK on a stream of 100k entries
-(these commands fire no keyspace event: the module logs XREADGROUP's stream whole, its
-DUMP, and XACK's ids on a stream this big, at the end of the event-loop iteration), next
+Role: measures what the module costs XREADGROUP, XCLAIM and XACK on a stream of 100k
+entries (these commands fire no keyspace event: on a stream this big the module logs
+XREADGROUP's and XCLAIM's group state read back, and XACK's ids, at the end of the
+event-loop iteration), next
 to stock Redis with AOF everysec, and checks the issue's targets for XACK. Servers (one at a time, freshly started every round):
   nvm             module, pool on /dev/shm (--pool-dir), mode emulate, size 2gb, default
                   log size, --save "" --appendonly no
@@ -15,18 +16,21 @@ both, through real commands sent with `redis-cli --pipe` (its summary must say e
 starts; it waits again before the second row). Rows, each N ops (--ops, default 2000),
 one at a time on one connection (P1, each reply awaited):
   xreadgroup  XREADGROUP GROUP g c1 COUNT 1 STREAMS s >   (op i must deliver entry v<i>)
+  xclaim      XCLAIM s g c2 0 <id> JUSTID   claiming each id row xreadgroup delivered, in
+              order (each must reply [<id>])
   xack        XACK s g <id>   acknowledging the ids row xreadgroup delivered, in order
               (each must reply 1; afterwards XPENDING s g must count 0)
 Per row the script records:
   ops/s            N / wall time from the first command sent to the last reply
   round trip       client time from sending a command to its reply (median, p99)
   usec_per_call    the server's own time in the command: delta usec / delta calls of
-                   cmdstat_xreadgroup / cmdstat_xack over the N calls (the main thread's
+                   cmdstat_xreadgroup / cmdstat_xclaim / cmdstat_xack over the N calls (the main thread's
                    time inside the command; the module's DUMP of the stream runs after it,
                    at BEFORE_SLEEP, and is not in it: see deferred DUMP)
   log bytes/op     module: delta NVM.INFO appended_bytes / N (records + blobs); also the
                    deltas of appended_records, blob_bytes, whole_value_effects and
-                   log_full_waits, and the deferred DUMP time (delta cmdstat_dump usec / N)
+                   log_full_waits, the deferred DUMP time (delta cmdstat_dump usec / N)
+                   and the group read-back time (delta cmdstat_xinfo|stream + xpending usec / N)
   AOF bytes/op     stock: delta INFO persistence aof_current_size / N (read once
                    aof_buffer_length is 0)
 Rounds (--runs, default 3): every round starts both servers afresh (fresh pool, stream
@@ -78,9 +82,10 @@ class Row:
 
 ROWS = [
     Row("xreadgroup", "cmdstat_xreadgroup", "XREADGROUP GROUP g c1 COUNT 1 STREAMS s >"),
+    Row("xclaim", "cmdstat_xclaim", "XCLAIM s g c2 0 <id> JUSTID"),
     Row("xack", "cmdstat_xack", "XACK s g <id>"),
 ]
-XREADGROUP, XACK = ROWS
+XREADGROUP, XCLAIM, XACK = ROWS
 
 
 # --------------------------------------------------------------------------- measuring
@@ -147,6 +152,7 @@ def snapshot(srv, row):
     s = {"cmd": B.cmdstat(srv, row.stat)}
     if srv.is_module:
         s["dump"] = B.cmdstat(srv, "cmdstat_dump")
+        s["readback"] = [B.cmdstat(srv, st) for st in ("cmdstat_xinfo|stream", "cmdstat_xpending")]
         s["nvm"] = B.nvm_snapshot(srv)
     else:
         p = aof_persistence(srv)
@@ -196,6 +202,7 @@ def measure(srv, row, wire):
         res["log_full_waits"] = d["log_full_waits"]
         res["dump_calls"] = after["dump"][0] - before["dump"][0]
         res["dump_per_op"] = (after["dump"][1] - before["dump"][1]) / n
+        res["readback_per_op"] = sum(a[1] - b[1] for a, b in zip(after["readback"], before["readback"])) / n
     else:
         res["aof_per_op"] = (after["aof_size"] - before["aof_size"]) / n
         res["aof_rewrites"] = after["aof_rewrites"] - before["aof_rewrites"]
@@ -235,6 +242,15 @@ def run_server(cfg, round_no, args, run, servers):
         wire = [D.encode("XREADGROUP", "GROUP", "g", "c1", "COUNT", "1", "STREAMS", "s", ">")] * n
         ids = run_row(cfg, srv, round_no, XREADGROUP, wire,
                       lambda replies: [delivered_id(srv, r, i) for i, r in enumerate(replies)])
+
+        def claimed(replies):
+            bad = [(i, r) for i, (r, eid) in enumerate(zip(replies, ids)) if r != [eid]]
+            if bad:
+                raise HarnessError(f"{srv.name}: XCLAIM op {bad[0][0]} replied {bad[0][1]!r:.200}, expected "
+                                   f"[{ids[bad[0][0]]!r}] ({len(bad)} such)")
+
+        run_row(cfg, srv, round_no, XCLAIM,
+                [D.encode(b"XCLAIM", b"s", b"g", b"c2", b"0", eid, b"JUSTID") for eid in ids], claimed)
 
         def acked(replies):
             bad = [(i, r) for i, r in enumerate(replies) if r != 1]
@@ -372,17 +388,18 @@ def report(args, cfgs, run, finished, command_line, seconds):
     add("")
     add("## Details")
     add("")
-    add("| row | module deferred DUMP µs/op | DUMP calls/op | log records/op | whole-value effects | blob_bytes "
+    add("| row | module deferred DUMP µs/op | DUMP calls/op | group read-back µs/op | log records/op | whole-value effects | blob_bytes "
         "| log_full_waits | module fold after the row s | module RT max µs | stock RT max µs "
         "| stock AOF rewrites / delayed fsyncs | module ops/s per round | stock ops/s per round "
         "| module usec_per_call per round | stock usec_per_call per round |")
-    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
     for row in ROWS:
         mr = nvm.results.get(row.name, [])
         dc = D.median([r["dump_calls"] / args.ops for r in mr])
         rw = D.median([r.get("aof_rewrites") for r in stock.results.get(row.name, [])])
         df = D.median([r.get("aof_delayed_fsync") for r in stock.results.get(row.name, [])])
         add(f"| {row.name} | {fnum(med(nvm, row, 'dump_per_op'))} | {fnum(dc, 2)} "
+            f"| {fnum(med(nvm, row, 'readback_per_op'))} "
             f"| {fnum(med(nvm, row, 'records_per_op'), 2)} | {fnum(med(nvm, row, 'whole_value_effects'), 0)} "
             f"| {fnum(med(nvm, row, 'blob_bytes'), 0)} | {fnum(med(nvm, row, 'log_full_waits'), 0)} "
             f"| {fnum(med(nvm, row, 'fold_s'))} | {fnum(med(nvm, row, 'rtt_max'), 0)} "
@@ -391,7 +408,9 @@ def report(args, cfgs, run, finished, command_line, seconds):
             f"| {per_round(nvm, row, 'upc')} | {per_round(stock, row, 'upc')} |")
     bs = {name: " / ".join(f"{s:.1f}" for s in cfgs[name].build_seconds) or "-" for name in KINDS}
     add("")
-    add("`deferred DUMP`: delta `cmdstat_dump` usec / N, the module's DUMP of the stream at BEFORE_SLEEP (the "
+    add("`group read-back`: delta `cmdstat_xinfo|stream` + `cmdstat_xpending` usec / N, the module reading a "
+        "group's state back after XREADGROUP / XCLAIM at BEFORE_SLEEP (instead of the stream's DUMP). "
+        "`deferred DUMP`: delta `cmdstat_dump` usec / N, the module's DUMP of the stream at BEFORE_SLEEP (the "
         "log append that follows is not included). `whole-value effects`: delta NVM.INFO `whole_value_effects` "
         "(the module's counter; its deferred stream logs show in `DUMP calls/op`). `fold after the row`: how long the replayer took to reach log_records:0 "
         "after the last reply (not in ops/s). p99 is the nearest rank. usec_per_call is a mean, the round-trip "

@@ -351,17 +351,6 @@ fn group_and_function_writes_run_in_a_later_iteration_survive_sigkill() {
 }
 
 /// XADDs entries `1-1` ..= `n-1` (field `f`, value `<prefix><i>`) to `key`, pipelined.
-fn add_entries(c: &mut RawConn, key: &str, n: u64, prefix: &str) {
-    for i in 1..=n {
-        c.send(&["XADD", key, &format!("{i}-1"), "f", &format!("{prefix}{i}")])
-            .unwrap();
-    }
-    for _ in 1..=n {
-        let r = c.read().unwrap();
-        assert!(r.err().is_none(), "XADD: {r:?}");
-    }
-}
-
 /// XACK on a big stream logs the ids it acknowledges (a `stream-ack` record), not the
 /// stream: under 200 bytes each. One refused by ACL after the filter let it through, and
 /// one queued in MULTI, change nothing that the log does not know. After SIGKILL the
@@ -475,7 +464,10 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
             args.extend(["STREAMS", "s", ">"]);
             a.cmd(&args).items().len()
         };
-        // The consumers exist first (creating one is an event: the stream is logged whole).
+        let appended = |c: &mut RawConn| -> u64 { info_map(c)["appended_bytes"].parse().unwrap() };
+        let before = appended(&mut a);
+        let mut ops = 3;
+        // The first reads create their consumers (an event; the state read back has them).
         read(&mut a, "c1", "1", false);
         read(&mut a, "c2", "1", false);
         a.cmd(&[
@@ -489,9 +481,6 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
             "s",
             ">",
         ]);
-        let appended = |c: &mut RawConn| -> u64 { info_map(c)["appended_bytes"].parse().unwrap() };
-        let before = appended(&mut a);
-        let mut ops = 0;
         for i in 0..20 {
             assert_eq!(
                 read(&mut a, if i % 2 == 0 { "c1" } else { "c2" }, "3", false),
@@ -526,7 +515,8 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
         a.cmd(&[
             "XCLAIM", "s", "g", "c1", "0", "4000-1", "FORCE", "LASTID", "4500-1",
         ]);
-        ops += 3;
+        a.cmd(&["XCLAIM", "s", "g", "new", "0", "6-1"]); // creates its consumer
+        ops += 4;
         let per_op = (appended(&mut a) - before) / ops;
         // XAUTOCLAIM claims the oldest pending entries and drops one whose entry was
         // deleted (the XDEL is an event: that stream is logged whole, before it).
@@ -572,31 +562,22 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
                 q(c, &["XINFO", "STREAM", "s", "FULL", "COUNT", "0"])
             )
         };
-        let same = |after: String, before: &str, when: &str| {
-            let at = after
-                .bytes()
-                .zip(before.bytes())
-                .position(|(x, y)| x != y)
-                .unwrap_or(after.len().min(before.len()));
-            let around = |s: &str| {
-                s.get(at.saturating_sub(200)..(at + 200).min(s.len()))
-                    .map(str::to_string)
-            };
-            assert!(
-                after == before,
-                "{flavor:?} {when}: XINFO STREAM FULL differs at {at}:\n after  {:?}\n before {:?}",
-                around(&after),
-                around(before)
-            );
-        };
         let state_before = state(&mut c);
         let server = server.kill9().start();
         let mut c = server.conn();
-        same(state(&mut c), &state_before, "after SIGKILL");
+        assert_same_text(
+            &state(&mut c),
+            &state_before,
+            &format!("{flavor:?} after SIGKILL"),
+        );
         // And again after a restart that replays the records the warm-up folded.
         let server = server.kill9().start();
         let mut c = server.conn();
-        same(state(&mut c), &state_before, "after a second SIGKILL");
+        assert_same_text(
+            &state(&mut c),
+            &state_before,
+            &format!("{flavor:?} after a second SIGKILL"),
+        );
     }
 }
 

@@ -127,6 +127,9 @@ fn effect_for(
             },
         },
         b"persist" => key_level(Effect::Persist { key: key_vec() }),
+        // A consumer that XREADGROUP / XCLAIM / XAUTOCLAIM creates: their group's state,
+        // read back at the end of the iteration, has it (or the stream is logged whole then).
+        b"xgroup-createconsumer" if super::silent::group_write_pending(key) => None,
         b"rename_from" => {
             with_module(|m| m.pending_rename = Some((db, key_vec())));
             None

@@ -210,6 +210,8 @@ struct Streams {
     /// XACKs of this iteration, and the module's own (warm-up: commandstats counts them).
     pending: Vec<PendingAck>,
     own_acks: u64,
+    /// The other three let through in this iteration.
+    others_now: u64,
     /// XREADGROUPs and XCLAIMs of this iteration that may be logged as their group's state.
     group_writes: Vec<PendingGroupWrite>,
     /// Streams a write that may still be queued names (no db: every db where it is a stream).
@@ -233,6 +235,7 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
     misses: None,
     pending: Vec::new(),
     own_acks: 0,
+    others_now: 0,
     group_writes: Vec::new(),
     queued: BTreeSet::new(),
     blocked: BTreeSet::new(),
@@ -296,6 +299,7 @@ pub fn settled(ctx: Ctx) {
     s.group_writes.clear();
     ACKS_PENDING.store(false, Ordering::Relaxed);
     s.own_acks = 0;
+    s.others_now = 0;
     s.queued.clear();
     s.blocked.clear();
     s.fresh_queued.clear();
@@ -513,6 +517,7 @@ pub fn note_command<'a>(
         return;
     }
     s.others.note();
+    s.others_now += 1;
     let in_multi = client.is_some_and(|c| c.in_multi);
     match (in_multi, readable_back(name, &args)) {
         (false, Some(writes)) => {
@@ -565,11 +570,19 @@ pub fn note_event(event: &[u8], key: &[u8]) {
     for p in s.pending.iter_mut().filter(|p| p.key == key) {
         p.spoiled = true;
     }
-    if event != b"xadd" && event != b"xtrim" {
+    // XADD and XTRIM leave the groups alone; a consumer the group write itself creates is
+    // in the state read back.
+    if !matches!(&event[..], b"xadd" | b"xtrim" | b"xgroup-createconsumer") {
         for w in s.group_writes.iter_mut().filter(|w| w.key == key) {
             w.spoiled = true;
         }
     }
+}
+
+/// An XREADGROUP, XCLAIM or XAUTOCLAIM of this iteration on `key` will have its group's
+/// state read back (unless something spoils it: then the stream is logged whole).
+pub fn group_write_pending(key: &[u8]) -> bool {
+    ACKS_PENDING.load(Ordering::Relaxed) && streams().group_writes.iter().any(|w| w.key == key)
 }
 
 /// SWAPDB: an XACK of this iteration may now name a stream in another db.
@@ -718,6 +731,7 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     // A pending XACK has a known client only when that client is not in MULTI.
     let pending_maybe_queued = pending.iter().any(|p| p.db.is_none()) && maybe_queued(None);
     let own = std::mem::take(&mut s.own_acks);
+    let others_now = std::mem::take(&mut s.others_now);
     let ran_now = pending.len() as u64 + own;
     // Each XACK: (db if placed, key, group and ids if it may become a `StreamAck`).
     let mut placed = Vec::with_capacity(pending.len());
@@ -772,6 +786,8 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
         // Kept otherwise: an older base can only count more misses (more caution).
         s.misses = misses;
     }
+    let earlier_all_counted =
+        s.acks.was_settled_before(ran_now) && s.others.was_settled_before(others_now);
     let look_acks = s.acks.look(ack.calls + ack.rejected);
     let look_others = s.others.look(others);
     for (client_db, db, key, candidate) in placed {
@@ -790,7 +806,11 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
             }
         }
     }
-    if look_acks.moved || look_others.moved {
+    // Everything let through before this iteration had been counted and everything is
+    // counted now: every write that moved a count ran in this iteration and was logged
+    // above or where the filter saw it (a record, its group state, or its stream whole).
+    let only_this_iterations = earlier_all_counted && look_acks.settled && look_others.settled;
+    if (look_acks.moved || look_others.moved) && !only_this_iterations {
         for key in &s.queued {
             capture::defer(None, key.clone());
         }

@@ -721,3 +721,42 @@ pub fn info_map(c: &mut RawConn) -> std::collections::HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
 }
+
+/// Adds entries `1-1` .. `n-1` (field `f`, value `<prefix><i>`) to stream `key`, pipelined.
+pub fn add_entries(c: &mut RawConn, key: &str, n: u64, prefix: &str) {
+    for i in 1..=n {
+        c.send(&["XADD", key, &format!("{i}-1"), "f", &format!("{prefix}{i}")])
+            .unwrap();
+    }
+    for _ in 1..=n {
+        let r = c.read().unwrap();
+        assert!(r.err().is_none(), "XADD: {r:?}");
+    }
+}
+
+/// Asserts two long texts are equal, showing only where they first differ.
+pub fn assert_same_text(after: &str, before: &str, what: &str) {
+    let at = after
+        .bytes()
+        .zip(before.bytes())
+        .position(|(x, y)| x != y)
+        .unwrap_or(after.len().min(before.len()));
+    let around = |s: &str| {
+        let from = (at.saturating_sub(200)..=at)
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(at);
+        let to = (at + 200).min(s.len());
+        let to = (to..=s.len())
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(s.len());
+        s.get(from..to).unwrap_or("").to_string()
+    };
+    assert!(
+        after == before,
+        "{what}: differs at byte {at} (lengths {} and {}):\n after  {:?}\n before {:?}",
+        after.len(),
+        before.len(),
+        around(after),
+        around(before)
+    );
+}
