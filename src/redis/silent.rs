@@ -572,7 +572,7 @@ pub fn note_event(event: &[u8], key: &[u8]) {
     }
     // XADD and XTRIM leave the groups alone; a consumer the group write itself creates is
     // in the state read back.
-    if !matches!(&event[..], b"xadd" | b"xtrim" | b"xgroup-createconsumer") {
+    if !matches!(event, b"xadd" | b"xtrim" | b"xgroup-createconsumer") {
         for w in s.group_writes.iter_mut().filter(|w| w.key == key) {
             w.spoiled = true;
         }
