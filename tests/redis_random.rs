@@ -387,7 +387,7 @@ fn random_consumer_group_workloads_on_big_streams_survive_sigkill() {
             }
             let mut rng = StdRng::seed_from_u64(seed);
             let mut recent: Vec<Vec<String>> = Vec::new();
-            let mut command = |rng: &mut StdRng| -> Vec<String> {
+            let command = |rng: &mut StdRng| -> Vec<String> {
                 let key = ["b0", "b1"][rng.gen_range(0..2)].to_string();
                 let group = format!("g{}", rng.gen_range(0..2));
                 let consumer = format!("c{}", rng.gen_range(0..4));
@@ -461,7 +461,7 @@ fn random_consumer_group_workloads_on_big_streams_survive_sigkill() {
                 // The last commands are only those whose records are read back (or ids),
                 // so that no later DUMP of the stream hides a wrong one.
                 let tail = i >= COMMANDS - COMMANDS / 4;
-                let mut pick = |rng: &mut StdRng| loop {
+                let pick = |rng: &mut StdRng| loop {
                     let c = command(rng);
                     let read_back =
                         matches!(c[0].as_str(), "XADD" | "XACK" | "XCLAIM" | "XAUTOCLAIM")
