@@ -352,9 +352,10 @@ def report(args, cfgs, run, finished, command_line, seconds):
             f"| {fnum(med(nvm, row, 'log_per_op'), 0)} | {fnum(med(stock, row, 'aof_per_op'), 0)} |")
     add("")
     add("`ops/s`: N / wall time of the row (first send to last reply). `usec_per_call`: delta `usec` / delta "
-        "`calls` of `cmdstat_xreadgroup` / `cmdstat_xack` over the N calls: the main thread's time inside the "
-        "command. The module logs these streams whole at BEFORE_SLEEP, after the command, so that capture is "
-        "not in usec_per_call (see `deferred DUMP` below) but is in the round trip and ops/s. `log bytes/op`: "
+        "`calls` of `cmdstat_xreadgroup` / `cmdstat_xclaim` / `cmdstat_xack` over the N calls: the main thread's "
+        "time inside the command. The module logs these commands at BEFORE_SLEEP, after the command (the group "
+        "state read back, XACK's ids; a stream whole where it cannot), so that capture is not in usec_per_call "
+        "(see `group read-back` and `deferred DUMP` below) but is in the round trip and ops/s. `log bytes/op`: "
         "delta NVM.INFO `appended_bytes` (log records + blobs) / N. `AOF bytes/op`: delta INFO persistence "
         "`aof_current_size` / N. Round trip: client send to reply, loopback TCP.")
     add("")
@@ -450,7 +451,7 @@ def report(args, cfgs, run, finished, command_line, seconds):
 
 def parse_args():
     ap = argparse.ArgumentParser(
-        description="Consumer-group commands (XREADGROUP, XACK) on a 100k-entry stream: redis-nvm vs stock "
+        description="Consumer-group commands (XREADGROUP, XCLAIM, XACK) on a 100k-entry stream: redis-nvm vs stock "
                     "Redis with AOF everysec, ops/s, server time and log/AOF bytes per op.",
         epilog="Memory: one server at a time, under 100 MB of DRAM, plus the 2 GB pool file on --pool-dir "
                "(sparse). Exit 0 = report complete, 2 = a server or row failed, 1 = harness error, "

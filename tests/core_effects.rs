@@ -185,6 +185,33 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
                     }
                 }
             ),
+        (
+            b(),
+            proptest::collection::vec(
+                (b(), any::<(u64, u64, i64)>(), b(), any::<(i64, i64)>()),
+                0..3
+            )
+        )
+            .prop_map(|(key, groups)| Effect::StreamGroups {
+                key,
+                groups: groups
+                    .into_iter()
+                    .map(
+                        |(name, (ms, seq, entries_read), consumer, (seen_ms, active_ms))| {
+                            redis_nvm::effect::GroupHeader {
+                                name,
+                                last_id: StreamId { ms, seq },
+                                entries_read,
+                                consumers: vec![redis_nvm::effect::ConsumerTimes {
+                                    name: consumer,
+                                    seen_ms,
+                                    active_ms,
+                                }],
+                            }
+                        }
+                    )
+                    .collect()
+            }),
         any::<u32>().prop_map(|other| Effect::SwapDb { other }),
         (b(), any::<u32>()).prop_map(|(key, to_db)| Effect::Move { key, to_db }),
         (b(), any::<u64>(), b()).prop_map(|(key, offset, bytes)| Effect::StringWrite {

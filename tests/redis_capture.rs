@@ -442,7 +442,7 @@ fn xack_on_a_big_stream_logs_its_ids_and_survives_sigkill() {
     }
 }
 
-/// XREADGROUP `>`, XCLAIM and XAUTOCLAIM on a big stream are logged as their group's state read back
+/// XREADGROUP `>`, XCLAIM, XAUTOCLAIM and XGROUP (but CREATE) on a big stream are logged as their group's state read back
 /// (owners, delivery times and counts, seen and active times), not the stream's DUMP:
 /// a few hundred bytes each, and after SIGKILL `XINFO STREAM FULL` is the same to the ms
 /// (the operations are spread over several ms so that a wrong time would show).
@@ -533,6 +533,20 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
             auto.items()[1].items().len(),
             5,
             "{flavor:?}: five claimed, 5-1 dropped"
+        );
+        // XGROUP on a big stream logs its groups as they are now (DELCONSUMER takes the
+        // consumer's pending entries with it); only CREATE logs the stream whole.
+        a.cmd(&["XGROUP", "CREATE", "s", "g3", "$"]);
+        let before_xgroup = appended(&mut a);
+        std::thread::sleep(Duration::from_millis(3));
+        a.cmd(&["XGROUP", "CREATECONSUMER", "s", "g", "extra"]);
+        assert!(a.cmd(&["XGROUP", "DELCONSUMER", "s", "g", "c1"]).int() > Some(0));
+        a.cmd(&["XGROUP", "SETID", "s", "other", "10-1"]);
+        a.cmd(&["XGROUP", "DESTROY", "s", "g3"]);
+        let per_xgroup = (appended(&mut a) - before_xgroup) / 4;
+        assert!(
+            per_xgroup < 1000,
+            "{flavor:?}: {per_xgroup} log bytes per XGROUP"
         );
         assert!(
             per_op < 1000,

@@ -10,8 +10,8 @@
 //! straight into the pool instead of a buffer.
 
 use super::{
-    ConsumerTimes, Effect, End, GroupState, LexBound, Pairs, PelRange, Pending, ScoreBound, SetOp,
-    StreamId, Value, ZRange,
+    ConsumerTimes, Effect, End, GroupHeader, GroupState, LexBound, Pairs, PelRange, Pending,
+    ScoreBound, SetOp, StreamId, Value, ZRange,
 };
 
 /// Where an encoding goes: a buffer, a byte counter, or the pool itself.
@@ -118,6 +118,7 @@ const COPY: u8 = 30;
 const FUNCTIONS: u8 = 31;
 const STREAM_ACK: u8 = 32;
 const STREAM_GROUP: u8 = 33;
+const STREAM_GROUPS: u8 = 34;
 
 const VALUE_STRING: u8 = 0;
 const VALUE_LIST: u8 = 1;
@@ -315,6 +316,23 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
                 }
             }
             STREAM_GROUP
+        }
+        Effect::StreamGroups { key, groups } => {
+            w.bytes(key);
+            w.len(groups.len());
+            for g in groups {
+                w.bytes(&g.name);
+                w.u64(g.last_id.ms);
+                w.u64(g.last_id.seq);
+                w.i64(g.entries_read);
+                w.len(g.consumers.len());
+                for c in &g.consumers {
+                    w.bytes(&c.name);
+                    w.i64(c.seen_ms);
+                    w.i64(c.active_ms);
+                }
+            }
+            STREAM_GROUPS
         }
         Effect::FlushDb => FLUSH_DB,
         Effect::FlushAll => FLUSH_ALL,
@@ -561,6 +579,38 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
                     ranges,
                 },
             }
+        }
+        STREAM_GROUPS => {
+            let key = r.bytes()?;
+            // A group is at least a name length, an id, entries-read and a count.
+            let n = r.count(32)?;
+            let groups = (0..n)
+                .map(|_| {
+                    let name = r.bytes()?;
+                    let last_id = StreamId {
+                        ms: r.u64()?,
+                        seq: r.u64()?,
+                    };
+                    let entries_read = r.i64()?;
+                    let m = r.count(20)?;
+                    let consumers = (0..m)
+                        .map(|_| {
+                            Ok(ConsumerTimes {
+                                name: r.bytes()?,
+                                seen_ms: r.i64()?,
+                                active_ms: r.i64()?,
+                            })
+                        })
+                        .collect::<Result<_, DecodeError>>()?;
+                    Ok(GroupHeader {
+                        name,
+                        last_id,
+                        entries_read,
+                        consumers,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            Effect::StreamGroups { key, groups }
         }
         FLUSH_DB => Effect::FlushDb,
         FLUSH_ALL => Effect::FlushAll,

@@ -50,6 +50,15 @@ pub struct GroupState {
     pub ranges: Vec<PelRange>,
 }
 
+/// A consumer group without its pending entries: cursor, entries-read, consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHeader {
+    pub name: Vec<u8>,
+    pub last_id: StreamId,
+    pub entries_read: i64,
+    pub consumers: Vec<ConsumerTimes>,
+}
+
 /// Pending entries between two ids, inclusive, in id order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PelRange {
@@ -225,6 +234,13 @@ pub enum Effect {
         group: Vec<u8>,
         state: GroupState,
     },
+    /// XGROUP SETID / DESTROY / CREATECONSUMER / DELCONSUMER on a big stream: its groups
+    /// as they are now, read back inside the command: exactly these groups, each with
+    /// exactly these consumers (a consumer's pending entries go with it).
+    StreamGroups {
+        key: Vec<u8>,
+        groups: Vec<GroupHeader>,
+    },
     FlushDb,
     FlushAll,
     /// Swap the record's db with `other`.
@@ -317,6 +333,7 @@ impl Effect {
             | Effect::StreamTrim { key, .. }
             | Effect::StreamAck { key, .. }
             | Effect::StreamGroup { key, .. }
+            | Effect::StreamGroups { key, .. }
             | Effect::StringWrite { key, .. }
             | Effect::ListSet { key, .. }
             | Effect::ListInsert { key, .. }
@@ -356,6 +373,7 @@ impl Effect {
             Effect::StreamTrim { .. } => "stream-trim",
             Effect::StreamAck { .. } => "stream-ack",
             Effect::StreamGroup { .. } => "stream-group",
+            Effect::StreamGroups { .. } => "stream-groups",
             Effect::FlushDb => "flush-db",
             Effect::FlushAll => "flush-all",
             Effect::SwapDb { .. } => "swap-db",

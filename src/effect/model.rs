@@ -389,13 +389,17 @@ impl Dataset {
                     }
                 }
             }
-            Effect::StreamAck { key, .. } | Effect::StreamGroup { key, .. } => {
+            Effect::StreamAck { key, .. }
+            | Effect::StreamGroup { key, .. }
+            | Effect::StreamGroups { key, .. } => {
                 if let Some(e) = self.db(db).get_mut(key) {
                     let ModelValue::Stream { group_ops, .. } = &mut e.value else {
                         return Err(wrong_type(key, "stream"));
                     };
                     let mut op = effect.clone();
-                    if let Effect::StreamAck { key, .. } | Effect::StreamGroup { key, .. } = &mut op
+                    if let Effect::StreamAck { key, .. }
+                    | Effect::StreamGroup { key, .. }
+                    | Effect::StreamGroups { key, .. } = &mut op
                     {
                         key.clear();
                     }

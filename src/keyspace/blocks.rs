@@ -149,7 +149,8 @@ impl KeySpace {
                     if let Effect::StreamAdd { key: k, .. }
                     | Effect::StreamTrim { key: k, .. }
                     | Effect::StreamAck { key: k, .. }
-                    | Effect::StreamGroup { key: k, .. } = op
+                    | Effect::StreamGroup { key: k, .. }
+                    | Effect::StreamGroups { key: k, .. } = op
                     {
                         k.clone_from(&key);
                     }

@@ -130,6 +130,15 @@ fn effect_for(
         // A consumer that XREADGROUP / XCLAIM / XAUTOCLAIM creates: their group's state,
         // read back at the end of the iteration, has it (or the stream is logged whole then).
         b"xgroup-createconsumer" if super::silent::group_write_pending(key) => None,
+        // On a big stream, the groups as they are now instead of the stream's DUMP.
+        b"xgroup-setid" | b"xgroup-destroy" | b"xgroup-createconsumer" | b"xgroup-delconsumer"
+            if super::silent::is_big_stream(ctx, key) =>
+        {
+            match super::group_state::read_groups(ctx, key) {
+                Some(e) => Some((db, vec![e], How::FieldLevel)),
+                None => whole(StringRead::Direct),
+            }
+        }
         b"rename_from" => {
             with_module(|m| m.pending_rename = Some((db, key_vec())));
             None

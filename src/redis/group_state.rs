@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 
 use super::ffi::{self, Ctx, KeyType, Reply};
-use crate::effect::{ConsumerTimes, Effect, GroupState, PelRange, Pending, StreamId};
+use crate::effect::{ConsumerTimes, Effect, GroupHeader, GroupState, PelRange, Pending, StreamId};
 use std::collections::BTreeSet;
 
 /// What the iteration's XREADGROUPs, XCLAIMs and XAUTOCLAIMs on one group of one stream
@@ -139,20 +139,7 @@ pub fn read_back(
             .iter()
             .flat_map(|r| r.entries.iter().map(|(_, p)| p.consumer.clone())),
     );
-    let consumers = field(g, b"consumers")
-        .and_then(array)
-        .ok_or(Whole)?
-        .iter()
-        .filter_map(array)
-        .filter_map(|c| {
-            let name = str_field(c, b"name")?;
-            names.contains(name).then(|| ConsumerTimes {
-                name: name.to_vec(),
-                seen_ms: int_field(c, b"seen-time").unwrap_or(-1),
-                active_ms: int_field(c, b"active-time").unwrap_or(-1),
-            })
-        })
-        .collect();
+    let consumers = consumer_times(g, |name| names.contains(name)).ok_or(Whole)?;
     Ok(Some(Effect::StreamGroup {
         key: key.to_vec(),
         group: group.to_vec(),
@@ -163,6 +150,54 @@ pub fn read_back(
             ranges,
         },
     }))
+}
+
+/// Every group of the stream `key` (in the selected db) as it is now, without pending
+/// entries: after an XGROUP SETID / DESTROY / CREATECONSUMER / DELCONSUMER, inside the
+/// command (`None`: not a stream, or a reply this module does not read).
+pub fn read_groups(ctx: Ctx, key: &[u8]) -> Option<Effect> {
+    let Reply::Array(info) = ctx.call("XINFO", &[b"STREAM", key, b"FULL", b"COUNT", b"1"]) else {
+        return None;
+    };
+    let groups = field(&info, b"groups")
+        .and_then(array)?
+        .iter()
+        .map(|g| {
+            let g = array(g)?;
+            Some(GroupHeader {
+                name: str_field(g, b"name")?.to_vec(),
+                last_id: str_field(g, b"last-delivered-id").and_then(parse_id)?,
+                entries_read: match field(g, b"entries-read")? {
+                    Reply::Int(n) => *n,
+                    Reply::Null => -1,
+                    _ => return None,
+                },
+                consumers: consumer_times(g, |_| true)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Effect::StreamGroups {
+        key: key.to_vec(),
+        groups,
+    })
+}
+
+/// The seen and active times of a group's consumers that `wanted` names (`None`: a reply
+/// this module does not read).
+fn consumer_times(g: &[Reply], wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<ConsumerTimes>> {
+    let mut out = Vec::new();
+    for c in field(g, b"consumers").and_then(array)? {
+        let c = array(c)?;
+        let name = str_field(c, b"name")?;
+        if wanted(name) {
+            out.push(ConsumerTimes {
+                name: name.to_vec(),
+                seen_ms: int_field(c, b"seen-time")?,
+                active_ms: int_field(c, b"active-time").unwrap_or(-1),
+            });
+        }
+    }
+    Some(out)
 }
 
 /// The pending entries of `group` from `first` to `last` (at most `limit`), with their

@@ -181,6 +181,23 @@ fn value_out(value: StoredValue) -> Out {
                                 .collect(),
                         ),
                     ]),
+                    Effect::StreamGroups { groups, .. } => Out::Array(vec![
+                        Out::Simple("groups".into()),
+                        Out::Array(
+                            groups
+                                .into_iter()
+                                .map(|g| {
+                                    Out::Array(vec![
+                                        bulk(g.name),
+                                        bulk(g.last_id.to_string().into_bytes()),
+                                        Out::Array(
+                                            g.consumers.into_iter().map(|c| bulk(c.name)).collect(),
+                                        ),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ]),
                     other => Out::Simple(other.name().into()),
                 })
                 .collect();

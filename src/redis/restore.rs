@@ -85,7 +85,7 @@ pub fn apply(ctx: Ctx, db: u32, effect: &Effect) -> Result<(), String> {
             call(ctx, "XACK", &args)
         }
         // Times and owners no command sets: folded into the stream's DUMP by the warm-up.
-        Effect::StreamGroup { .. } => {
+        Effect::StreamGroup { .. } | Effect::StreamGroups { .. } => {
             Err("a stream-group record whose stream's DUMP could not take it (see the log)".into())
         }
         Effect::FlushDb => call(ctx, "FLUSHDB", &[]),

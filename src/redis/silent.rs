@@ -625,6 +625,13 @@ fn only_stream_db(ctx: Ctx, key: &[u8], databases: u32) -> Option<u32> {
     found
 }
 
+/// Whether `key` (in the selected db) is a stream big enough that its group records cost
+/// less than its DUMP.
+pub fn is_big_stream(ctx: Ctx, key: &[u8]) -> bool {
+    ctx.open_read(key)
+        .is_some_and(|k| k.key_type() == KeyType::Stream && k.len() >= BIG_STREAM)
+}
+
 /// The number of entries of the stream `key` in `db` (`None` if it is not a stream).
 fn stream_entries(ctx: Ctx, db: u32, key: &[u8]) -> Option<usize> {
     if !ctx.select_db(db) {

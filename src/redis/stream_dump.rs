@@ -165,8 +165,16 @@ fn write(p: &Parsed) -> Vec<u8> {
         put_len(&mut out, g.last_id.ms);
         put_len(&mut out, g.last_id.seq);
         put_len(&mut out, g.entries_read);
-        put_len(&mut out, g.pel.len() as u64);
-        for (id, n) in &g.pel {
+        // Only entries an existing consumer owns: the server loads an entry without one
+        // (it checks only with sanitize-dump-payload) and asserts on it later.
+        let owned = |n: &&Nack| {
+            n.consumer
+                .as_ref()
+                .is_some_and(|c| g.consumers.contains_key(c))
+        };
+        let pel: Vec<(&StreamId, &Nack)> = g.pel.iter().filter(|(_, n)| owned(n)).collect();
+        put_len(&mut out, pel.len() as u64);
+        for (id, n) in pel {
             put_raw_id(&mut out, *id);
             out.extend_from_slice(&n.delivered_ms.to_le_bytes());
             put_len(&mut out, n.deliveries);
@@ -197,7 +205,7 @@ fn write(p: &Parsed) -> Vec<u8> {
 pub fn is_group_op(effect: &Effect) -> bool {
     matches!(
         effect,
-        Effect::StreamAck { .. } | Effect::StreamGroup { .. }
+        Effect::StreamAck { .. } | Effect::StreamGroup { .. } | Effect::StreamGroups { .. }
     )
 }
 
@@ -264,6 +272,45 @@ pub fn fold(payload: &[u8], ops: &[Effect]) -> Result<Vec<u8>, String> {
                     }
                 }
             }
+            Effect::StreamGroups { groups, .. } => {
+                p.groups.retain(|g| groups.iter().any(|h| h.name == g.name));
+                for h in groups {
+                    let g = match p.groups.iter_mut().position(|g| g.name == h.name) {
+                        Some(i) => &mut p.groups[i],
+                        None => {
+                            p.groups.push(Group {
+                                name: h.name.clone(),
+                                last_id: h.last_id,
+                                entries_read: 0,
+                                pel: BTreeMap::new(),
+                                consumers: BTreeMap::new(),
+                            });
+                            p.groups.last_mut().ok_or_else(|| bad("no group"))?
+                        }
+                    };
+                    g.last_id = h.last_id;
+                    g.entries_read = h.entries_read as u64;
+                    g.consumers = h
+                        .consumers
+                        .iter()
+                        .map(|c| {
+                            let times = Consumer {
+                                seen_ms: c.seen_ms,
+                                active_ms: c.active_ms,
+                            };
+                            (c.name.clone(), times)
+                        })
+                        .collect();
+                    // A deleted consumer's pending entries went with it.
+                    let consumers = &g.consumers;
+                    g.pel.retain(|_, n| {
+                        n.consumer
+                            .as_ref()
+                            .is_some_and(|c| consumers.contains_key(c))
+                    });
+                }
+                p.groups.sort_by(|a, b| a.name.cmp(&b.name));
+            }
             _ => {}
         }
     }
@@ -273,7 +320,7 @@ pub fn fold(payload: &[u8], ops: &[Effect]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::effect::{ConsumerTimes, GroupState, PelRange, Pending};
+    use crate::effect::{ConsumerTimes, GroupHeader, GroupState, PelRange, Pending};
 
     fn id(ms: u64, seq: u64) -> StreamId {
         StreamId { ms, seq }
@@ -384,6 +431,46 @@ mod tests {
             assert_eq!(reparsed.groups, p.groups);
             assert_eq!(reparsed.head, p.head);
         }
+    }
+
+    #[test]
+    fn a_groups_record_sets_exactly_its_groups_and_consumers() {
+        let mut other = group(b"alice");
+        other.name = b"other".to_vec();
+        let p = payload(RDB_TYPE_STREAM_LISTPACKS_2, &[group(b"alice"), other]);
+        let times = |name: &[u8]| ConsumerTimes {
+            name: name.to_vec(),
+            seen_ms: 7,
+            active_ms: -1,
+        };
+        // DELCONSUMER alice (her pending 1-0 goes with her), SETID, DESTROY other.
+        let op = Effect::StreamGroups {
+            key: b"s".to_vec(),
+            groups: vec![GroupHeader {
+                name: b"g".to_vec(),
+                last_id: id(9, 0),
+                entries_read: -1,
+                consumers: vec![times(b"bob"), times(b"new")],
+            }],
+        };
+        let bytes = fold(&p, &[op]).unwrap();
+        let folded = parse(&bytes).unwrap();
+        assert_eq!(folded.groups.len(), 1);
+        let g = &folded.groups[0];
+        assert_eq!((g.last_id, g.entries_read), (id(9, 0), u64::MAX));
+        assert_eq!(g.pel.keys().copied().collect::<Vec<_>>(), vec![id(2, 0)]);
+        let names: Vec<&[u8]> = g.consumers.keys().map(|c| c.as_slice()).collect();
+        assert_eq!(names, [&b"bob"[..], b"new"]);
+        assert_eq!(g.consumers[&b"bob"[..]].seen_ms, 7);
+    }
+
+    #[test]
+    fn an_entry_without_its_consumer_is_never_written() {
+        let mut g = group(b"alice");
+        g.consumers.remove(&b"alice"[..]);
+        let p = payload(RDB_TYPE_STREAM_LISTPACKS_2, &[g]);
+        let parsed = parse(&p).unwrap();
+        assert_eq!(parsed.groups[0].pel.len(), 1, "only bob's 2-0");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis_nvm::effect::model::Dataset;
 use redis_nvm::effect::{
-    ConsumerTimes, Effect, End, GroupState, LexBound, PelRange, Pending, ScoreBound, SetOp,
-    StreamId, Value, ZRange, NO_EXPIRE,
+    ConsumerTimes, Effect, End, GroupHeader, GroupState, LexBound, PelRange, Pending, ScoreBound,
+    SetOp, StreamId, Value, ZRange, NO_EXPIRE,
 };
 
 pub fn bytes(rng: &mut StdRng, max: usize) -> Vec<u8> {
@@ -35,7 +35,7 @@ pub fn db(rng: &mut StdRng) -> u32 {
 
 pub fn random_effect(rng: &mut StdRng) -> Effect {
     let key = key(rng);
-    match rng.gen_range(0..29) {
+    match rng.gen_range(0..30) {
         0 => Effect::Put {
             key,
             value: Value::String(bytes(rng, 40)),
@@ -231,6 +231,22 @@ pub fn random_effect(rng: &mut StdRng) -> Effect {
                 },
             }
         }
+        28 => Effect::StreamGroups {
+            key,
+            groups: vec![GroupHeader {
+                name: b"g".to_vec(),
+                last_id: StreamId {
+                    ms: rng.gen_range(1..500),
+                    seq: 0,
+                },
+                entries_read: rng.gen_range(-1..20),
+                consumers: vec![ConsumerTimes {
+                    name: b"c".to_vec(),
+                    seen_ms: rng.gen_range(0..1 << 40),
+                    active_ms: -1,
+                }],
+            }],
+        },
         _ => match rng.gen_range(0..3) {
             0 => Effect::FlushDb,
             1 => Effect::SwapDb { other: db(rng) },
