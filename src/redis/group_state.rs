@@ -52,6 +52,9 @@ const MAX_ID: StreamId = StreamId {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Whole;
 
+/// An XACK of more ids is logged as its stream's DUMP (one XPENDING per id).
+const MAX_IDS_READ: usize = 256;
+
 /// Tries of an XPENDING whose clock reading straddled a millisecond (Redis 7.0).
 const CLOCK_TRIES: usize = 3;
 
@@ -150,6 +153,32 @@ pub fn read_back(
             ranges,
         },
     }))
+}
+
+/// Of `ids`, those not pending in `group` now: after an XACK, its effect as a state (the
+/// ids it acknowledged, or that were not pending anyway), whether or not it ran.
+pub fn not_pending(
+    ctx: Ctx,
+    key: &[u8],
+    group: &[u8],
+    ids: &[StreamId],
+) -> Result<Vec<StreamId>, Whole> {
+    if ids.len() > MAX_IDS_READ {
+        return Err(Whole);
+    }
+    let mut gone = Vec::new();
+    for id in ids {
+        let id_text = id.to_string();
+        let at = id_text.as_bytes();
+        match ctx.call("XPENDING", &[key, group, at, at, b"1"]) {
+            Reply::Array(rows) if rows.is_empty() => gone.push(*id),
+            Reply::Array(_) => {}
+            _ => return Err(Whole), // NOGROUP or a reply this module does not read
+        }
+    }
+    gone.sort();
+    gone.dedup();
+    Ok(gone)
 }
 
 /// Every group of the stream `key` (in the selected db) as it is now, without pending

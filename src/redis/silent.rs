@@ -169,47 +169,15 @@ struct PendingGroupWrite {
     spoiled: bool,
 }
 
-/// `calls`, `rejected_calls`, `failed_calls` of one commandstats line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct CallCounts {
-    calls: u64,
-    rejected: u64,
-    failed: u64,
-}
-
-impl CallCounts {
-    fn parse(stat: Option<&[u8]>) -> CallCounts {
-        let mut c = CallCounts::default();
-        let Some(text) = stat.and_then(|s| std::str::from_utf8(s).ok()) else {
-            return c;
-        };
-        for kv in text.split(',') {
-            let Some((k, v)) = kv.split_once('=') else {
-                continue;
-            };
-            let v = v.parse().unwrap_or(0);
-            match k {
-                "calls" => c.calls = v,
-                "rejected_calls" => c.rejected = v,
-                "failed_calls" => c.failed = v,
-                _ => {}
-            }
-        }
-        c
-    }
-}
-
 struct Streams {
     /// XACK, and the other three, each against the server's counts.
     acks: Tracker,
     others: Tracker,
-    /// XACK's counts at the last look.
-    ack_counts: CallCounts,
-    /// INFO stats keyspace_misses at the last look (an XACK on a db without its key misses).
-    misses: Option<u64>,
     /// XACKs of this iteration, and the module's own (warm-up: commandstats counts them).
     pending: Vec<PendingAck>,
     own_acks: u64,
+    /// XACKs let through in this iteration.
+    acks_now: u64,
     /// The other three let through in this iteration.
     others_now: u64,
     /// XREADGROUPs and XCLAIMs of this iteration that may be logged as their group's state.
@@ -227,14 +195,9 @@ struct Streams {
 static STREAMS: Mutex<Streams> = Mutex::new(Streams {
     acks: Tracker::new(),
     others: Tracker::new(),
-    ack_counts: CallCounts {
-        calls: 0,
-        rejected: 0,
-        failed: 0,
-    },
-    misses: None,
     pending: Vec::new(),
     own_acks: 0,
+    acks_now: 0,
     others_now: 0,
     group_writes: Vec::new(),
     queued: BTreeSet::new(),
@@ -265,40 +228,40 @@ fn streams() -> std::sync::MutexGuard<'static, Streams> {
 
 /// `calls=N,usec=...,rejected_calls=R,failed_calls=F` → N + R.
 pub fn calls_and_rejections(stat: &[u8]) -> u64 {
-    let c = CallCounts::parse(Some(stat));
-    c.calls + c.rejected
+    let Ok(text) = std::str::from_utf8(stat) else {
+        return 0;
+    };
+    let field = |name: &str| -> u64 {
+        text.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    };
+    field("calls") + field("rejected_calls")
 }
 
-/// XACK's counts and the other three's calls + rejections, in one read.
-fn group_write_counts(ctx: Ctx) -> (CallCounts, u64) {
+/// XACK's calls + rejections, and the other three's, in one read (no server call).
+fn group_write_counts(ctx: Ctx) -> (u64, u64) {
     let [ack, o1, o2, o3] = ctx.server_info_fields(
         "commandstats",
         [ACK_STATS, OTHER_STATS[0], OTHER_STATS[1], OTHER_STATS[2]],
     );
-    let others = [o1, o2, o3]
-        .iter()
-        .map(|s| s.as_deref().map(calls_and_rejections).unwrap_or(0))
-        .sum();
-    (CallCounts::parse(ack.as_deref()), others)
-}
-
-fn keyspace_misses(ctx: Ctx) -> Option<u64> {
-    ctx.server_info_number("stats", "keyspace_misses")
-        .and_then(|m| u64::try_from(m).ok())
+    let count = |s: &Option<Vec<u8>>| s.as_deref().map(calls_and_rejections).unwrap_or(0);
+    (count(&ack), [o1, o2, o3].iter().map(count).sum())
 }
 
 /// Start-up is done: nothing the filter saw before can still run.
 pub fn settled(ctx: Ctx) {
-    let (ack, others) = group_write_counts(ctx);
+    let (acks, others) = group_write_counts(ctx);
     let mut s = streams();
-    s.acks.settle(ack.calls + ack.rejected);
+    s.acks.settle(acks);
     s.others.settle(others);
-    s.ack_counts = ack;
-    s.misses = keyspace_misses(ctx);
     s.pending.clear();
     s.group_writes.clear();
     ACKS_PENDING.store(false, Ordering::Relaxed);
     s.own_acks = 0;
+    s.acks_now = 0;
     s.others_now = 0;
     s.queued.clear();
     s.blocked.clear();
@@ -494,15 +457,18 @@ pub fn note_command<'a>(
     };
     let client = client();
     let mut s = streams();
-    for p in s.pending.iter_mut().filter(|p| keys.contains(&p.key)) {
-        p.spoiled = true;
-    }
     if name.eq_ignore_ascii_case(b"xack") {
         s.acks.note();
+        s.acks_now += 1;
         if client.is_some_and(|c| c.in_multi) {
             // Queued: it runs at an EXEC, logged whole then.
             s.queued.extend(keys);
             return;
+        }
+        if maybe_queued(client.map(|c| c.in_multi)) {
+            // As for the other three below.
+            s.fresh_queued.extend(keys.iter().cloned());
+            s.queued.extend(keys.iter().cloned());
         }
         ACKS_PENDING.store(true, Ordering::Relaxed);
         s.pending.push(PendingAck {
@@ -558,24 +524,22 @@ pub fn note_own_ack() {
     s.look = true;
 }
 
-/// A keyspace event on `key`: an XACK of this iteration on it is logged whole instead
-/// (its `StreamAck` would come after this change in the log, not before it).
-/// The group writes of this iteration on it are too, unless it only added or trimmed
-/// entries (their group state is read after it, and entries leave the groups alone).
+/// A keyspace event on `key`: the XACKs and group writes of this iteration on it are
+/// logged as its stream whole instead (the key may now be another value, or have moved),
+/// unless the event only added or trimmed entries, which leave the groups alone, or is a
+/// consumer that a group write itself created (the state read back has it).
 pub fn note_event(event: &[u8], key: &[u8]) {
-    if !ACKS_PENDING.load(Ordering::Relaxed) {
+    if !ACKS_PENDING.load(Ordering::Relaxed)
+        || matches!(event, b"xadd" | b"xtrim" | b"xgroup-createconsumer")
+    {
         return;
     }
     let mut s = streams();
     for p in s.pending.iter_mut().filter(|p| p.key == key) {
         p.spoiled = true;
     }
-    // XADD and XTRIM leave the groups alone; a consumer the group write itself creates is
-    // in the state read back.
-    if !matches!(event, b"xadd" | b"xtrim" | b"xgroup-createconsumer") {
-        for w in s.group_writes.iter_mut().filter(|w| w.key == key) {
-            w.spoiled = true;
-        }
+    for w in s.group_writes.iter_mut().filter(|w| w.key == key) {
+        w.spoiled = true;
     }
 }
 
@@ -601,28 +565,6 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
     if streams().blocked.contains(key) {
         capture::defer(Some(db), key.to_vec());
     }
-}
-
-/// The only db in which `key` is a stream, if there is one (and few enough dbs to look).
-fn only_stream_db(ctx: Ctx, key: &[u8], databases: u32) -> Option<u32> {
-    if databases > MAX_DBS_SEARCHED {
-        return None;
-    }
-    let mut found = None;
-    for db in 0..databases {
-        if !ctx.select_db(db) {
-            continue;
-        }
-        if ctx.open_read(key).map(|k| k.key_type()) == Some(KeyType::Stream) {
-            if found.is_some() {
-                found = None;
-                break;
-            }
-            found = Some(db);
-        }
-    }
-    ctx.select_db(0);
-    found
 }
 
 /// Whether `key` (in the selected db) is a stream big enough that its group records cost
@@ -735,87 +677,65 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     }
     let pending = std::mem::take(&mut s.pending);
     ACKS_PENDING.store(false, Ordering::Relaxed);
-    // A pending XACK has a known client only when that client is not in MULTI.
-    let pending_maybe_queued = pending.iter().any(|p| p.db.is_none()) && maybe_queued(None);
-    let own = std::mem::take(&mut s.own_acks);
+    let acks_now = std::mem::take(&mut s.acks_now) + std::mem::take(&mut s.own_acks);
     let others_now = std::mem::take(&mut s.others_now);
-    let ran_now = pending.len() as u64 + own;
-    // Each XACK: (db if placed, key, group and ids if it may become a `StreamAck`).
-    let mut placed = Vec::with_capacity(pending.len());
+    let mut acks: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
     for p in pending {
-        let db = p.db.or_else(|| only_stream_db(ctx, &p.key, databases));
-        let candidate = match (&p.ids, db) {
-            (Some(_), Some(db)) if !p.spoiled => stream_len(ctx, db, &p.key) >= BIG_STREAM,
-            _ => false,
+        let dbs: Vec<u32> = match (&p.ids, p.db) {
+            (Some(_), Some(db)) if !p.spoiled => vec![db],
+            (Some(_), None) if !p.spoiled && databases <= MAX_DBS_SEARCHED => {
+                (0..databases).collect()
+            }
+            _ => Vec::new(),
         };
-        placed.push((p.db, db, p.key, candidate.then_some((p.group, p.ids))));
+        let ids = p.ids.as_deref().unwrap_or_default();
+        let mut whole = dbs.is_empty();
+        for d in dbs {
+            match stream_entries(ctx, d, &p.key) {
+                None => continue, // not a stream here: nothing of it changed
+                Some(n) if n < BIG_STREAM => {
+                    whole = true;
+                    continue;
+                }
+                Some(_) => {}
+            }
+            ctx.select_db(d);
+            match group_state::not_pending(ctx, &p.key, &p.group, ids) {
+                Ok(gone) if gone.is_empty() => {}
+                Ok(gone) => acks.entry(d).or_default().push(Effect::StreamAck {
+                    key: p.key.clone(),
+                    group: p.group.clone(),
+                    ids: gone,
+                }),
+                Err(group_state::Whole) => capture::defer(Some(d), p.key.clone()),
+            }
+        }
+        ctx.select_db(0);
+        if whole {
+            capture::defer(p.db, p.key);
+        }
     }
-    let candidates = placed.iter().any(|p| p.3.is_some());
     let fresh = std::mem::take(&mut s.fresh_queued);
     let big_fresh = || {
-        fresh
-            .iter()
-            .chain(placed.iter().filter(|p| p.0.is_none()).map(|p| &p.2))
-            .any(|k| {
-                (0..databases.min(MAX_DBS_SEARCHED)).any(|db| stream_len(ctx, db, k) >= BIG_STREAM)
-            })
+        fresh.iter().any(|k| {
+            (0..databases.min(MAX_DBS_SEARCHED)).any(|db| stream_len(ctx, db, k) >= BIG_STREAM)
+        })
     };
-    let look = std::mem::take(&mut s.look)
-        || candidates
-        || ((pending_maybe_queued || !fresh.is_empty()) && big_fresh());
-    let mut acks: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
+    // The counts are read only when a write may have been queued: an EXEC while one may
+    // still run, a new one on a big stream (which the look may settle at once), or the
+    // module's own XACK.
+    let look = std::mem::take(&mut s.look) || (!fresh.is_empty() && big_fresh());
     if !look {
-        for (client_db, _, key, _) in placed {
-            capture::defer(client_db, key.clone());
-            if client_db.is_none() && pending_maybe_queued {
-                // Not proven to have run: watched until an EXEC's look counts it.
-                s.queued.insert(key);
-            }
-        }
         return acks;
     }
-    let (ack, others) = group_write_counts(ctx);
-    // Read whenever an XACK may need it, so that the next iteration has a recent base
-    // (a base from before other iterations' misses is only more cautious).
-    let misses = placed
-        .iter()
-        .any(|p| p.3.is_some() && p.0.is_none())
-        .then(|| keyspace_misses(ctx))
-        .flatten();
-    let before = s.ack_counts;
-    let exactly_these_ran = s.acks.was_settled_before(ran_now)
-        && ack.calls.checked_sub(before.calls) == Some(ran_now)
-        && ack.rejected == before.rejected
-        && ack.failed == before.failed;
-    let no_miss = matches!((s.misses, misses), (Some(a), Some(b)) if a == b);
-    s.ack_counts = ack;
-    if misses.is_some() {
-        // Kept otherwise: an older base can only count more misses (more caution).
-        s.misses = misses;
-    }
+    let (ack_count, others) = group_write_counts(ctx);
     let earlier_all_counted =
-        s.acks.was_settled_before(ran_now) && s.others.was_settled_before(others_now);
-    let look_acks = s.acks.look(ack.calls + ack.rejected);
+        s.acks.was_settled_before(acks_now) && s.others.was_settled_before(others_now);
+    let look_acks = s.acks.look(ack_count);
     let look_others = s.others.look(others);
-    for (client_db, db, key, candidate) in placed {
-        let sure = exactly_these_ran && (client_db.is_some() || no_miss);
-        match (db, candidate) {
-            (Some(db), Some((group, Some(ids)))) if sure => acks
-                .entry(db)
-                .or_default()
-                .push(Effect::StreamAck { key, group, ids }),
-            _ => {
-                capture::defer(client_db, key.clone());
-                if !exactly_these_ran && client_db.is_none() {
-                    // It may not have run yet (queued in MULTI on Redis 7.0).
-                    s.queued.insert(key);
-                }
-            }
-        }
-    }
     // Everything let through before this iteration had been counted and everything is
     // counted now: every write that moved a count ran in this iteration and was logged
-    // above or where the filter saw it (a record, its group state, or its stream whole).
+    // above or where the filter saw it (its state read back, or its stream whole).
     let only_this_iterations = earlier_all_counted && look_acks.settled && look_others.settled;
     if (look_acks.moved || look_others.moved) && !only_this_iterations {
         for key in &s.queued {
