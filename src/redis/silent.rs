@@ -2,9 +2,13 @@
 //!
 //! XACK, XCLAIM, XAUTOCLAIM and XREADGROUP change a stream's consumer groups silently, and
 //! FUNCTION LOAD / DELETE / FLUSH / RESTORE the function libraries. The command filter sees
-//! each of them, and what they changed is logged whole at the end of the event-loop
-//! iteration in which they ran (`capture::defer`, `functions`). That iteration is not
-//! always the one in which the filter saw the command:
+//! each of them, and what they changed is logged at the end of the event-loop iteration in
+//! which they ran: on a big stream as the group state read back (`group_state`: which
+//! acked ids are no longer pending; the cursor, consumer times and pending ranges after the
+//! other three), otherwise the stream whole (`capture::defer`), and the libraries whole
+//! (`functions`). A state read back is right whether or not the command ran, so it needs no
+//! proof. The iteration in which a write runs is not always the one in which the filter
+//! saw it:
 //! - a command queued in MULTI runs when its client's EXEC runs, maybe many iterations
 //!   later, and the filter does not see it again (Redis 7.0's filter cannot even tell a
 //!   queued command from a run one);
@@ -126,19 +130,22 @@ impl Tracker {
 const GROUP_WRITES: [&str; 4] = ["xack", "xclaim", "xautoclaim", "xreadgroup"];
 const ACK_STATS: &str = "cmdstat_xack";
 const OTHER_STATS: [&str; 3] = ["cmdstat_xclaim", "cmdstat_xautoclaim", "cmdstat_xreadgroup"];
-/// Above this many dbs, the db of an XACK the filter could not place is not searched.
+/// Above this many dbs, the db of a group write the filter could not place is not searched
+/// (its stream is logged whole in every db).
 const MAX_DBS_SEARCHED: u32 = 64;
-/// Streams with at least this many entries get their XACKs logged as `StreamAck`s: below
-/// it the stream's DUMP costs less than the commandstats read that proves an XACK ran
-/// (~130-150k instructions on both servers; INFO stats on Redis 7.0 ~280k more).
-const BIG_STREAM: usize = 4096;
+/// Streams with at least this many entries get their consumer-group writes logged as the
+/// state read back (`group_state`): below it the stream's DUMP costs less. Counted with
+/// callgrind (main thread, XREADGROUP COUNT 1 on Redis 7.0, whole round trip): on 64
+/// entries 272k instructions per op with the DUMP against 297k read back, on 256 entries
+/// 653k against 231k.
+const BIG_STREAM: usize = 128;
 /// An XREADGROUP with a bigger COUNT is logged as its stream's DUMP: reading its group back
 /// would walk that many entries.
 const MAX_READ_BACK: usize = 1024;
 
-/// An XACK the filter let through in this iteration: logged as a `StreamAck` at its end
-/// if it ran then, as it was written, in a db that is known (else its stream is logged
-/// whole).
+/// An XACK the filter let through in this iteration: at its end, on a big stream, the ids
+/// it named that are not pending then are logged as a `StreamAck` (in every db holding the
+/// stream when the db is not known); otherwise its stream is logged whole.
 struct PendingAck {
     /// The client's db, where the server says (Valkey 8, Redis 7.2+).
     db: Option<u32>,
@@ -592,17 +599,14 @@ fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
     stream_entries(ctx, db, key).unwrap_or(0)
 }
 
-/// End of an event-loop iteration, before the deferred keys are logged. An XACK of this
-/// iteration on a big stream is logged as a `StreamAck` when the counts show that exactly
-/// this iteration's XACKs ran, none refused or failed, none queued from before, and its db
-/// is known (the client's, or, on Redis 7.0, the only db where its key is a stream when
-/// no key missed: an XACK on a db without its key would have missed); every other XACK's
-/// stream is logged whole (its DUMP). Then, if a queued write may have run (the counts
-/// moved), the queued streams are logged whole too; they stay watched until every write
-/// let through is counted. The counts are read only when something needs them. Returns
-/// the `StreamAck`s by db, and after them the group states of this iteration's
-/// XREADGROUPs and XCLAIMs (`group_states`), to be appended one db at a time (one commit
-/// each).
+/// End of an event-loop iteration, before the deferred keys are logged. Each XACK of this
+/// iteration on a big stream is logged as the `StreamAck` of its ids that are not pending
+/// now, each XREADGROUP / XCLAIM / XAUTOCLAIM that can be read back as its group's state
+/// (`group_states`); every other one's stream is logged whole (its DUMP). Then, if a queued
+/// write may have run (the counts moved, and not only by this iteration's writes), the
+/// queued streams are logged whole too; they stay watched until every write let through is
+/// counted. The counts are read only when something needs them. Returns the records by
+/// db, acks first, to be appended one db at a time (one commit each).
 pub fn before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     let group_writes = std::mem::take(&mut streams().group_writes);
     let mut out = acks_before_sleep(ctx, databases);
