@@ -569,6 +569,44 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
         a.send(&["XADD", "s", "9000-1", "f", "v"]).unwrap();
         a.read().unwrap();
         a.read().unwrap();
+        // A consumer blocked on the stream, served by a later XADD: its group is read
+        // back at the end of the XADD's iteration.
+        a.cmd(&["XGROUP", "CREATE", "s", "tail", "$"]);
+        let mut b = RawConn::connect(port);
+        b.send(&[
+            "XREADGROUP",
+            "GROUP",
+            "tail",
+            "waiter",
+            "COUNT",
+            "2",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ])
+        .unwrap();
+        while a
+            .cmd(&["INFO", "clients"])
+            .text()
+            .contains("blocked_clients:0")
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(3));
+        let before_serve = appended(&mut a);
+        a.cmd(&["XADD", "s", "9500-1", "f", "served"]);
+        assert_eq!(
+            b.read().unwrap().items().len(),
+            1,
+            "{flavor:?}: the waiter is served"
+        );
+        let served_bytes = appended(&mut a) - before_serve;
+        assert!(
+            served_bytes < 2000,
+            "{flavor:?}: an XADD that serves a blocked reader logged {served_bytes} bytes"
+        );
         let mut c = server.conn();
         let state = |c: &mut Connection| {
             format!(

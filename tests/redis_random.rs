@@ -401,6 +401,9 @@ fn random_consumer_group_workloads_on_big_streams_survive_sigkill() {
                         if rng.gen_bool(0.1) {
                             c.push("NOACK".into());
                         }
+                        if rng.gen_bool(0.3) {
+                            c.extend(s(&["BLOCK", "1"])); // served at once, or times out
+                        }
                         c.extend(s(&["STREAMS", &key, ">"]));
                         c
                     }

@@ -24,7 +24,9 @@
 //! Blocked XREADGROUPs: Redis 7.0 counts a blocking command when it blocks, not when it is
 //! served (`server.c` call() counts it, `blocked.c` updateStatsOnUnblock does not), so the
 //! counts cannot say when one delivers. Its streams stay watched while INFO clients shows
-//! any blocked client, and an XADD to one of them logs it whole at the iteration's end.
+//! any blocked client, and an XADD to one of them has the group of each reader blocked on
+//! it read back at the iteration's end (or logs the stream whole, for a form that cannot
+//! be read back); the server serves blocked clients right after each command.
 //!
 //! Invariants: a silent write that ran is logged at the end of the iteration in which it
 //! ran; nothing here forgets a write that may still run: one that never runs (a discarded
@@ -176,6 +178,9 @@ struct PendingGroupWrite {
     spoiled: bool,
 }
 
+/// (group, consumer, COUNT) of an XREADGROUP `>` blocked on a stream.
+type BlockedReader = (Vec<u8>, Vec<u8>, usize);
+
 struct Streams {
     /// XACK, and the other three, each against the server's counts.
     acks: Tracker,
@@ -191,8 +196,11 @@ struct Streams {
     group_writes: Vec<PendingGroupWrite>,
     /// Streams a write that may still be queued names (no db: every db where it is a stream).
     queued: BTreeSet<Vec<u8>>,
-    /// Streams a blocking XREADGROUP waits on (or waited on while some client was blocked).
+    /// Streams a blocking XREADGROUP that cannot be read back waits on (or waited on while
+    /// some client was blocked).
     blocked: BTreeSet<Vec<u8>>,
+    /// The same for those that can: per stream, (group, consumer, COUNT) of each.
+    blocked_readers: BTreeMap<Vec<u8>, BTreeSet<BlockedReader>>,
     /// Streams added to `queued` in this iteration.
     fresh_queued: Vec<Vec<u8>>,
     /// Something this iteration may have run a silent write.
@@ -209,6 +217,7 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
     group_writes: Vec::new(),
     queued: BTreeSet::new(),
     blocked: BTreeSet::new(),
+    blocked_readers: BTreeMap::new(),
     fresh_queued: Vec::new(),
     look: false,
 });
@@ -272,6 +281,7 @@ pub fn settled(ctx: Ctx) {
     s.others_now = 0;
     s.queued.clear();
     s.blocked.clear();
+    s.blocked_readers.clear();
     s.fresh_queued.clear();
     s.look = false;
 }
@@ -412,10 +422,13 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
             i += 2;
         } else if a.eq_ignore_ascii_case(b"noack") {
             i += 1;
+        } else if a.eq_ignore_ascii_case(b"block") {
+            // What it delivers now, or when an XADD serves it (`note_stream_write`).
+            i += 2;
         } else if a.eq_ignore_ascii_case(b"streams") {
             break;
         } else {
-            return None; // BLOCK, or something this module does not read the same way
+            return None; // something this module does not read the same way
         }
     }
     let count = count.filter(|&n| n > 0 && n <= MAX_READ_BACK)?;
@@ -496,17 +509,25 @@ pub fn note_command<'a>(
         (false, Some(writes)) => {
             ACKS_PENDING.store(true, Ordering::Relaxed);
             let db = client.map(|c| c.db);
-            s.group_writes
-                .extend(writes.into_iter().map(|w| PendingGroupWrite { db, ..w }));
+            for w in writes {
+                if blocks {
+                    let reader = (w.group.clone(), w.consumer.clone(), w.delivered_at_most);
+                    s.blocked_readers
+                        .entry(w.key.clone())
+                        .or_default()
+                        .insert(reader);
+                }
+                s.group_writes.push(PendingGroupWrite { db, ..w });
+            }
         }
         _ => {
             for key in &keys {
                 capture::defer(client.map(|c| c.db), key.clone());
             }
+            if blocks {
+                s.blocked.extend(keys.iter().cloned());
+            }
         }
-    }
-    if blocks {
-        s.blocked.extend(keys.iter().cloned());
     }
     if maybe_queued(client.map(|c| c.in_multi)) {
         // Watched until an EXEC's look counts it. Looked at now only if its stream is big
@@ -567,11 +588,32 @@ pub fn note_swapdb() {
     }
 }
 
-/// An XADD added to `key` in `db`: a blocked XREADGROUP on it may be served right after.
+/// An XADD added to `key` in `db`: a blocked XREADGROUP on it may be served right after
+/// (the server serves blocked clients after each command, in this iteration): its group
+/// is read back at the iteration's end, or the stream logged whole if it cannot be.
 pub fn note_stream_write(db: u32, key: &[u8]) {
-    if streams().blocked.contains(key) {
+    let mut s = streams();
+    if s.blocked.contains(key) {
         capture::defer(Some(db), key.to_vec());
     }
+    let Some(readers) = s.blocked_readers.get(key) else {
+        return;
+    };
+    let writes: Vec<PendingGroupWrite> = readers
+        .iter()
+        .map(|(group, consumer, count)| PendingGroupWrite {
+            db: Some(db),
+            key: key.to_vec(),
+            group: group.clone(),
+            consumer: consumer.clone(),
+            delivered_at_most: *count,
+            claimed: Vec::new(),
+            scanned: None,
+            spoiled: false,
+        })
+        .collect();
+    ACKS_PENDING.store(true, Ordering::Relaxed);
+    s.group_writes.extend(writes);
 }
 
 /// Whether `key` (in the selected db) is a stream big enough that its group records cost
@@ -674,10 +716,14 @@ fn group_states(
 
 fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     let mut s = streams();
-    if !s.blocked.is_empty() && ctx.server_info_number("clients", "blocked_clients") == Some(0) {
+    if !(s.blocked.is_empty() && s.blocked_readers.is_empty())
+        && ctx.server_info_number("clients", "blocked_clients") == Some(0)
+    {
         // No client is blocked: no XREADGROUP can still deliver (an XADD in this
-        // iteration that served one has logged its stream already).
+        // iteration that served one has logged its stream already, or will have its
+        // group read back below).
         s.blocked.clear();
+        s.blocked_readers.clear();
     }
     let pending = std::mem::take(&mut s.pending);
     ACKS_PENDING.store(false, Ordering::Relaxed);
