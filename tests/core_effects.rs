@@ -212,6 +212,14 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
                     )
                     .collect()
             }),
+        (b(), any::<(u64, u64, u64, u64, u64)>()).prop_map(|(key, (a, b, n, c, d))| {
+            Effect::StreamSetId {
+                key,
+                last_id: StreamId { ms: a, seq: b },
+                entries_added: n,
+                max_deleted: StreamId { ms: c, seq: d },
+            }
+        }),
         any::<u32>().prop_map(|other| Effect::SwapDb { other }),
         (b(), any::<u32>()).prop_map(|(key, to_db)| Effect::Move { key, to_db }),
         (b(), any::<u64>(), b()).prop_map(|(key, offset, bytes)| Effect::StringWrite {

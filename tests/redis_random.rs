@@ -448,7 +448,10 @@ fn random_consumer_group_workloads_on_big_streams_survive_sigkill() {
                     }
                     86..=88 => s(&["XGROUP", "CREATECONSUMER", &key, &group, "c9"]),
                     89..=90 => s(&["XGROUP", "DELCONSUMER", &key, &group, &consumer]),
-                    91 => s(&["XGROUP", "SETID", &key, &group, &id(rng)]),
+                    91 => match rng.gen_bool(0.5) {
+                        true => s(&["XGROUP", "SETID", &key, &group, &id(rng)]),
+                        false => s(&["XSETID", &key, "9999999-0"]),
+                    },
                     92..=94 => s(&["XDEL", &key, &id(rng)]),
                     95 => s(&[
                         "XTRIM",
@@ -468,7 +471,7 @@ fn random_consumer_group_workloads_on_big_streams_survive_sigkill() {
                     let c = command(rng);
                     let read_back = matches!(
                         c[0].as_str(),
-                        "XADD" | "XACK" | "XCLAIM" | "XAUTOCLAIM" | "XGROUP"
+                        "XADD" | "XACK" | "XCLAIM" | "XAUTOCLAIM" | "XGROUP" | "XSETID"
                     ) || (c[0] == "XREADGROUP"
                         && c.last().is_some_and(|id| id == ">"));
                     if !tail || read_back {

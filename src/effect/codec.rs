@@ -119,6 +119,7 @@ const FUNCTIONS: u8 = 31;
 const STREAM_ACK: u8 = 32;
 const STREAM_GROUP: u8 = 33;
 const STREAM_GROUPS: u8 = 34;
+const STREAM_SET_ID: u8 = 35;
 
 const VALUE_STRING: u8 = 0;
 const VALUE_LIST: u8 = 1;
@@ -333,6 +334,20 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
                 }
             }
             STREAM_GROUPS
+        }
+        Effect::StreamSetId {
+            key,
+            last_id,
+            entries_added,
+            max_deleted,
+        } => {
+            w.bytes(key);
+            w.u64(last_id.ms);
+            w.u64(last_id.seq);
+            w.u64(*entries_added);
+            w.u64(max_deleted.ms);
+            w.u64(max_deleted.seq);
+            STREAM_SET_ID
         }
         Effect::FlushDb => FLUSH_DB,
         Effect::FlushAll => FLUSH_ALL,
@@ -612,6 +627,18 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
                 .collect::<Result<_, DecodeError>>()?;
             Effect::StreamGroups { key, groups }
         }
+        STREAM_SET_ID => Effect::StreamSetId {
+            key: r.bytes()?,
+            last_id: StreamId {
+                ms: r.u64()?,
+                seq: r.u64()?,
+            },
+            entries_added: r.u64()?,
+            max_deleted: StreamId {
+                ms: r.u64()?,
+                seq: r.u64()?,
+            },
+        },
         FLUSH_DB => Effect::FlushDb,
         FLUSH_ALL => Effect::FlushAll,
         SWAP_DB => Effect::SwapDb { other: r.u32()? },

@@ -241,6 +241,14 @@ pub enum Effect {
         key: Vec<u8>,
         groups: Vec<GroupHeader>,
     },
+    /// XSETID: the stream's last id, entries-added counter and max deleted id as they are
+    /// after it (replayed in order with XSETID: it orders against the entry records).
+    StreamSetId {
+        key: Vec<u8>,
+        last_id: StreamId,
+        entries_added: u64,
+        max_deleted: StreamId,
+    },
     FlushDb,
     FlushAll,
     /// Swap the record's db with `other`.
@@ -334,6 +342,7 @@ impl Effect {
             | Effect::StreamAck { key, .. }
             | Effect::StreamGroup { key, .. }
             | Effect::StreamGroups { key, .. }
+            | Effect::StreamSetId { key, .. }
             | Effect::StringWrite { key, .. }
             | Effect::ListSet { key, .. }
             | Effect::ListInsert { key, .. }
@@ -374,6 +383,7 @@ impl Effect {
             Effect::StreamAck { .. } => "stream-ack",
             Effect::StreamGroup { .. } => "stream-group",
             Effect::StreamGroups { .. } => "stream-groups",
+            Effect::StreamSetId { .. } => "stream-set-id",
             Effect::FlushDb => "flush-db",
             Effect::FlushAll => "flush-all",
             Effect::SwapDb { .. } => "swap-db",

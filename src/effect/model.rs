@@ -20,8 +20,9 @@ pub enum ModelValue {
     Stream {
         dump: Option<Vec<u8>>,
         entries: BTreeMap<StreamId, Pairs>,
-        /// Consumer-group effects since the dump (StreamAck, StreamGroup), in order, with
-        /// their key cleared (the stream may have been renamed since).
+        /// Consumer-group and stream-id effects since the dump (StreamAck, StreamGroup,
+        /// StreamGroups, StreamSetId), in order, with their key cleared (the stream may have
+        /// been renamed since).
         group_ops: Vec<Effect>,
     },
 }
@@ -391,7 +392,8 @@ impl Dataset {
             }
             Effect::StreamAck { key, .. }
             | Effect::StreamGroup { key, .. }
-            | Effect::StreamGroups { key, .. } => {
+            | Effect::StreamGroups { key, .. }
+            | Effect::StreamSetId { key, .. } => {
                 if let Some(e) = self.db(db).get_mut(key) {
                     let ModelValue::Stream { group_ops, .. } = &mut e.value else {
                         return Err(wrong_type(key, "stream"));
@@ -399,7 +401,8 @@ impl Dataset {
                     let mut op = effect.clone();
                     if let Effect::StreamAck { key, .. }
                     | Effect::StreamGroup { key, .. }
-                    | Effect::StreamGroups { key, .. } = &mut op
+                    | Effect::StreamGroups { key, .. }
+                    | Effect::StreamSetId { key, .. } = &mut op
                     {
                         key.clear();
                     }

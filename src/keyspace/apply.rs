@@ -210,7 +210,8 @@ impl KeySpace {
             Effect::StreamTrim { key, .. }
             | Effect::StreamAck { key, .. }
             | Effect::StreamGroup { key, .. }
-            | Effect::StreamGroups { key, .. } => {
+            | Effect::StreamGroups { key, .. }
+            | Effect::StreamSetId { key, .. } => {
                 if let Some(c) = self.existing_collection(db, key, VT_STREAM)? {
                     self.stream_op(c, effect)?;
                 }

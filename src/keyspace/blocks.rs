@@ -150,7 +150,8 @@ impl KeySpace {
                     | Effect::StreamTrim { key: k, .. }
                     | Effect::StreamAck { key: k, .. }
                     | Effect::StreamGroup { key: k, .. }
-                    | Effect::StreamGroups { key: k, .. } = op
+                    | Effect::StreamGroups { key: k, .. }
+                    | Effect::StreamSetId { key: k, .. } = op
                     {
                         k.clone_from(&key);
                     }

@@ -131,10 +131,22 @@ fn effect_for(
         // read back at the end of the iteration, has it (or the stream is logged whole then).
         b"xgroup-createconsumer" if super::silent::group_write_pending(key) => None,
         // On a big stream, the groups as they are now instead of the stream's DUMP.
-        b"xgroup-setid" | b"xgroup-destroy" | b"xgroup-createconsumer" | b"xgroup-delconsumer"
+        // A group created on a stream that already had one: the key space holds its DUMP,
+        // into which the warm-up writes the new group (the first group of a stream, which
+        // may exist only as entries, or be new with MKSTREAM, logs the stream whole).
+        b"xgroup-setid"
+        | b"xgroup-destroy"
+        | b"xgroup-createconsumer"
+        | b"xgroup-delconsumer"
+        | b"xgroup-create"
             if super::silent::is_big_stream(ctx, key) =>
         {
             match super::group_state::read_groups(ctx, key) {
+                Some(Effect::StreamGroups { groups, .. })
+                    if event == b"xgroup-create" && groups.len() < 2 =>
+                {
+                    whole(StringRead::Direct)
+                }
                 Some(e) => Some((db, vec![e], How::FieldLevel)),
                 None => whole(StringRead::Direct),
             }
@@ -175,6 +187,10 @@ fn effect_for(
             stream_added(ctx, key).map(|e| (db, vec![e], How::FieldLevel))
         }
         b"xtrim" => stream_trimmed(ctx, key).map(|e| (db, vec![e], How::FieldLevel)),
+        b"xsetid" => match super::group_state::read_stream_ids(ctx, key) {
+            Some(e) => Some((db, vec![e], How::FieldLevel)),
+            None => whole(StringRead::Direct),
+        },
         _ => {
             let plan = HintTable::with(|t| t.take_plan(key_object, event, key));
             match plan.and_then(|p| field_effects(ctx, key, p)) {

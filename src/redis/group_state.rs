@@ -181,6 +181,20 @@ pub fn not_pending(
     Ok(gone)
 }
 
+/// The stream's last id, entries-added and max deleted id as they are now (after XSETID,
+/// inside the command; `None`: not a stream, or a reply this module does not read).
+pub fn read_stream_ids(ctx: Ctx, key: &[u8]) -> Option<Effect> {
+    let Reply::Array(info) = ctx.call("XINFO", &[b"STREAM", key]) else {
+        return None;
+    };
+    Some(Effect::StreamSetId {
+        key: key.to_vec(),
+        last_id: str_field(&info, b"last-generated-id").and_then(parse_id)?,
+        entries_added: u64::try_from(int_field(&info, b"entries-added")?).ok()?,
+        max_deleted: str_field(&info, b"max-deleted-entry-id").and_then(parse_id)?,
+    })
+}
+
 /// Every group of the stream `key` (in the selected db) as it is now, without pending
 /// entries: after an XGROUP SETID / DESTROY / CREATECONSUMER / DELCONSUMER, inside the
 /// command (`None`: not a stream, or a reply this module does not read).

@@ -198,6 +198,17 @@ fn value_out(value: StoredValue) -> Out {
                                 .collect(),
                         ),
                     ]),
+                    Effect::StreamSetId {
+                        last_id,
+                        entries_added,
+                        max_deleted,
+                        ..
+                    } => Out::Array(vec![
+                        Out::Simple("setid".into()),
+                        bulk(last_id.to_string().into_bytes()),
+                        Out::Int(i64::try_from(entries_added).unwrap_or(i64::MAX)),
+                        bulk(max_deleted.to_string().into_bytes()),
+                    ]),
                     other => Out::Simple(other.name().into()),
                 })
                 .collect();

@@ -84,6 +84,23 @@ pub fn apply(ctx: Ctx, db: u32, effect: &Effect) -> Result<(), String> {
             super::silent::note_own_ack();
             call(ctx, "XACK", &args)
         }
+        Effect::StreamSetId {
+            key,
+            last_id,
+            entries_added,
+            max_deleted,
+        } => call(
+            ctx,
+            "XSETID",
+            &[
+                key,
+                last_id.to_string().as_bytes(),
+                b"ENTRIESADDED",
+                entries_added.to_string().as_bytes(),
+                b"MAXDELETEDID",
+                max_deleted.to_string().as_bytes(),
+            ],
+        ),
         // Times and owners no command sets: folded into the stream's DUMP by the warm-up.
         Effect::StreamGroup { .. } | Effect::StreamGroups { .. } => {
             Err("a stream-group record whose stream's DUMP could not take it (see the log)".into())

@@ -35,7 +35,7 @@ pub fn db(rng: &mut StdRng) -> u32 {
 
 pub fn random_effect(rng: &mut StdRng) -> Effect {
     let key = key(rng);
-    match rng.gen_range(0..30) {
+    match rng.gen_range(0..31) {
         0 => Effect::Put {
             key,
             value: Value::String(bytes(rng, 40)),
@@ -246,6 +246,15 @@ pub fn random_effect(rng: &mut StdRng) -> Effect {
                     active_ms: -1,
                 }],
             }],
+        },
+        29 => Effect::StreamSetId {
+            key,
+            last_id: StreamId {
+                ms: rng.gen_range(1000..2000),
+                seq: 0,
+            },
+            entries_added: rng.gen_range(0..50),
+            max_deleted: StreamId { ms: 0, seq: 0 },
         },
         _ => match rng.gen_range(0..3) {
             0 => Effect::FlushDb,
