@@ -1057,3 +1057,81 @@ fn writes_to_big_collections_log_only_their_arguments() {
         );
     }
 }
+
+/// A group write, then RENAME / COPY / MOVE of its stream in the same iteration (pipelined,
+/// and in one transaction): the destination keeps what the group write did after SIGKILL
+/// (its records name the source, so the destination is logged whole at the iteration's end).
+#[test]
+fn a_stream_renamed_copied_or_moved_after_a_group_write_keeps_it() {
+    for flavor in FLAVORS {
+        let dir = TestDir::new("group-rename");
+        let server = ServerSpec::module(flavor, &dir).start();
+        let mut a = RawConn::connect(server.spec.port);
+        add_entries(&mut a, "r", 300, "v");
+        a.cmd(&["XGROUP", "CREATE", "r", "g", "0"]);
+        a.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "r",
+            ">",
+        ]);
+        std::thread::sleep(Duration::from_millis(3));
+        let read: [&str; 9] = [
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "",
+            ">",
+        ];
+        let mut send_read = |a: &mut RawConn, key: &str| {
+            let mut args = read;
+            args[7] = key;
+            a.send(&args).unwrap();
+        };
+        // Pipelined: one read of the socket, one iteration.
+        send_read(&mut a, "r");
+        a.send(&["RENAME", "r", "r2"]).unwrap();
+        send_read(&mut a, "r2");
+        a.send(&["COPY", "r2", "r3"]).unwrap();
+        for _ in 0..4 {
+            a.read().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(3));
+        a.cmd(&["MULTI"]);
+        send_read(&mut a, "r3");
+        a.read().unwrap();
+        a.cmd(&["MOVE", "r3", "1"]);
+        a.cmd(&["EXEC"]);
+        let state = |c: &mut RawConn| -> String {
+            let mut out = String::new();
+            for (db, key) in [("0", "r2"), ("1", "r3")] {
+                c.cmd(&["SELECT", db]);
+                let full = c.cmd(&["XINFO", "STREAM", key, "FULL", "COUNT", "0"]);
+                out.push_str(&format!("{key} {full:?}\n"));
+            }
+            c.cmd(&["SELECT", "0"]);
+            out
+        };
+        let before = state(&mut a);
+        assert!(
+            before.contains("r3") && !before.contains("ERR"),
+            "{before:.300}"
+        );
+        let server = server.kill9().start();
+        let mut a = RawConn::connect(server.spec.port);
+        assert_same_text(
+            &state(&mut a),
+            &before,
+            &format!("{flavor:?} after SIGKILL"),
+        );
+    }
+}

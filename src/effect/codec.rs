@@ -262,8 +262,7 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
         }
         Effect::StreamAdd { key, id, fields } => {
             w.bytes(key);
-            w.u64(id.ms);
-            w.u64(id.seq);
+            w.id(id);
             w.pairs(fields);
             STREAM_ADD
         }
@@ -273,8 +272,7 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
                 None => w.u8(0),
                 Some(id) => {
                     w.u8(1);
-                    w.u64(id.ms);
-                    w.u64(id.seq);
+                    w.id(id);
                 }
             }
             STREAM_TRIM
@@ -284,33 +282,23 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
             w.bytes(group);
             w.len(ids.len());
             for id in ids {
-                w.u64(id.ms);
-                w.u64(id.seq);
+                w.id(id);
             }
             STREAM_ACK
         }
         Effect::StreamGroup { key, group, state } => {
             w.bytes(key);
             w.bytes(group);
-            w.u64(state.last_id.ms);
-            w.u64(state.last_id.seq);
+            w.id(&state.last_id);
             w.i64(state.entries_read);
-            w.len(state.consumers.len());
-            for c in &state.consumers {
-                w.bytes(&c.name);
-                w.i64(c.seen_ms);
-                w.i64(c.active_ms);
-            }
+            w.consumers(&state.consumers);
             w.len(state.ranges.len());
             for r in &state.ranges {
-                for id in [r.first, r.last] {
-                    w.u64(id.ms);
-                    w.u64(id.seq);
-                }
+                w.id(&r.first);
+                w.id(&r.last);
                 w.len(r.entries.len());
                 for (id, p) in &r.entries {
-                    w.u64(id.ms);
-                    w.u64(id.seq);
+                    w.id(id);
                     w.bytes(&p.consumer);
                     w.i64(p.delivered_ms);
                     w.u64(p.deliveries);
@@ -323,15 +311,9 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
             w.len(groups.len());
             for g in groups {
                 w.bytes(&g.name);
-                w.u64(g.last_id.ms);
-                w.u64(g.last_id.seq);
+                w.id(&g.last_id);
                 w.i64(g.entries_read);
-                w.len(g.consumers.len());
-                for c in &g.consumers {
-                    w.bytes(&c.name);
-                    w.i64(c.seen_ms);
-                    w.i64(c.active_ms);
-                }
+                w.consumers(&g.consumers);
             }
             STREAM_GROUPS
         }
@@ -342,11 +324,9 @@ fn encode_into<S: Sink>(effect: &Effect, w: &mut Writer<'_, S>) -> u8 {
             max_deleted,
         } => {
             w.bytes(key);
-            w.u64(last_id.ms);
-            w.u64(last_id.seq);
+            w.id(last_id);
             w.u64(*entries_added);
-            w.u64(max_deleted.ms);
-            w.u64(max_deleted.seq);
+            w.id(max_deleted);
             STREAM_SET_ID
         }
         Effect::FlushDb => FLUSH_DB,
@@ -502,20 +482,14 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
         },
         STREAM_ADD => Effect::StreamAdd {
             key: r.bytes()?,
-            id: StreamId {
-                ms: r.u64()?,
-                seq: r.u64()?,
-            },
+            id: r.id()?,
             fields: r.pairs()?,
         },
         STREAM_TRIM => {
             let key = r.bytes()?;
             let min_id = match r.u8()? {
                 0 => None,
-                _ => Some(StreamId {
-                    ms: r.u64()?,
-                    seq: r.u64()?,
-                }),
+                _ => Some(r.id()?),
             };
             Effect::StreamTrim { key, min_id }
         }
@@ -523,52 +497,26 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
             let key = r.bytes()?;
             let group = r.bytes()?;
             let n = r.count(16)?;
-            let ids = (0..n)
-                .map(|_| {
-                    Ok(StreamId {
-                        ms: r.u64()?,
-                        seq: r.u64()?,
-                    })
-                })
-                .collect::<Result<_, DecodeError>>()?;
+            let ids = (0..n).map(|_| r.id()).collect::<Result<_, DecodeError>>()?;
             Effect::StreamAck { key, group, ids }
         }
         STREAM_GROUP => {
             let key = r.bytes()?;
             let group = r.bytes()?;
-            let last_id = StreamId {
-                ms: r.u64()?,
-                seq: r.u64()?,
-            };
+            let last_id = r.id()?;
             let entries_read = r.i64()?;
-            // A consumer is at least a name length and two times; an entry two words and a tag.
-            let n = r.count(20)?;
-            let consumers = (0..n)
-                .map(|_| {
-                    Ok(ConsumerTimes {
-                        name: r.bytes()?,
-                        seen_ms: r.i64()?,
-                        active_ms: r.i64()?,
-                    })
-                })
-                .collect::<Result<_, DecodeError>>()?;
-            let id = |r: &mut Reader| -> Result<StreamId, DecodeError> {
-                Ok(StreamId {
-                    ms: r.u64()?,
-                    seq: r.u64()?,
-                })
-            };
+            let consumers = r.consumers()?;
             // A range is at least two ids and a count; an entry an id, a name length,
             // a time and a count.
             let n = r.count(36)?;
             let ranges = (0..n)
                 .map(|_| {
-                    let (first, last) = (id(&mut r)?, id(&mut r)?);
+                    let (first, last) = (r.id()?, r.id()?);
                     let m = r.count(36)?;
                     let entries = (0..m)
                         .map(|_| {
                             Ok((
-                                id(&mut r)?,
+                                r.id()?,
                                 Pending {
                                     consumer: r.bytes()?,
                                     delivered_ms: r.i64()?,
@@ -602,21 +550,9 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
             let groups = (0..n)
                 .map(|_| {
                     let name = r.bytes()?;
-                    let last_id = StreamId {
-                        ms: r.u64()?,
-                        seq: r.u64()?,
-                    };
+                    let last_id = r.id()?;
                     let entries_read = r.i64()?;
-                    let m = r.count(20)?;
-                    let consumers = (0..m)
-                        .map(|_| {
-                            Ok(ConsumerTimes {
-                                name: r.bytes()?,
-                                seen_ms: r.i64()?,
-                                active_ms: r.i64()?,
-                            })
-                        })
-                        .collect::<Result<_, DecodeError>>()?;
+                    let consumers = r.consumers()?;
                     Ok(GroupHeader {
                         name,
                         last_id,
@@ -629,15 +565,9 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Effect, DecodeError> {
         }
         STREAM_SET_ID => Effect::StreamSetId {
             key: r.bytes()?,
-            last_id: StreamId {
-                ms: r.u64()?,
-                seq: r.u64()?,
-            },
+            last_id: r.id()?,
             entries_added: r.u64()?,
-            max_deleted: StreamId {
-                ms: r.u64()?,
-                seq: r.u64()?,
-            },
+            max_deleted: r.id()?,
         },
         FLUSH_DB => Effect::FlushDb,
         FLUSH_ALL => Effect::FlushAll,
@@ -756,6 +686,18 @@ impl<S: Sink> Writer<'_, S> {
             }
         }
     }
+    fn id(&mut self, id: &StreamId) {
+        self.u64(id.ms);
+        self.u64(id.seq);
+    }
+    fn consumers(&mut self, consumers: &[ConsumerTimes]) {
+        self.len(consumers.len());
+        for c in consumers {
+            self.bytes(&c.name);
+            self.i64(c.seen_ms);
+            self.i64(c.active_ms);
+        }
+    }
     fn end(&mut self, end: End) {
         self.u8(match end {
             End::Head => 0,
@@ -841,6 +783,25 @@ impl Reader<'_> {
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn id(&mut self) -> Result<StreamId, DecodeError> {
+        Ok(StreamId {
+            ms: self.u64()?,
+            seq: self.u64()?,
+        })
+    }
+    /// A consumer is at least a name length and two times.
+    fn consumers(&mut self) -> Result<Vec<ConsumerTimes>, DecodeError> {
+        let n = self.count(20)?;
+        (0..n)
+            .map(|_| {
+                Ok(ConsumerTimes {
+                    name: self.bytes()?,
+                    seen_ms: self.i64()?,
+                    active_ms: self.i64()?,
+                })
+            })
+            .collect()
     }
     fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.array()?))

@@ -80,6 +80,17 @@ pub fn log_deferred(ctx: Ctx, databases: u32) {
 pub fn on_keyspace_event(ctx: Ctx, event: &[u8], key_object: usize, key: &[u8]) {
     let db = ctx.selected_db();
     super::silent::note_event(event, key);
+    if matches!(event, b"rename_to" | b"move_to" | b"copy_to")
+        && super::silent::group_writes_outstanding()
+        && ctx
+            .open_read(key)
+            .is_some_and(|k| k.key_type() == KeyType::Stream)
+    {
+        // A stream renamed, moved or copied after a consumer-group write of this iteration
+        // (or one that may run from a queue): the records of that write name the source,
+        // so the destination is logged whole at the iteration's end.
+        defer(Some(db), key.to_vec());
+    }
     let Some((record_db, effects, how)) = effect_for(ctx, db, event, key_object, key) else {
         return;
     };

@@ -571,6 +571,12 @@ pub fn note_event(event: &[u8], key: &[u8]) {
     }
 }
 
+/// Whether a consumer-group write of this iteration, or one that may still run from a
+/// queue, has not been logged yet.
+pub fn group_writes_outstanding() -> bool {
+    ACKS_PENDING.load(Ordering::Relaxed) || !streams().queued.is_empty()
+}
+
 /// An XREADGROUP, XCLAIM or XAUTOCLAIM of this iteration on `key` will have its group's
 /// state read back (unless something spoils it: then the stream is logged whole).
 pub fn group_write_pending(key: &[u8]) -> bool {
@@ -621,6 +627,24 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
 pub fn is_big_stream(ctx: Ctx, key: &[u8]) -> bool {
     ctx.open_read(key)
         .is_some_and(|k| k.key_type() == KeyType::Stream && k.len() >= BIG_STREAM)
+}
+
+/// Runs `read` with each of `dbs` selected where `key` is a big stream; whether some db
+/// holds it as a smaller one (to be logged whole).
+fn in_each_big_stream_db(ctx: Ctx, dbs: &[u32], key: &[u8], mut read: impl FnMut(u32)) -> bool {
+    let mut small = false;
+    for &d in dbs {
+        match stream_entries(ctx, d, key) {
+            None => {} // not a stream here: nothing of it changed
+            Some(n) if n < BIG_STREAM => small = true,
+            Some(_) => {
+                ctx.select_db(d);
+                read(d);
+            }
+        }
+    }
+    ctx.select_db(0);
+    small
 }
 
 /// The number of entries of the stream `key` in `db` (`None` if it is not a stream).
@@ -689,24 +713,13 @@ fn group_states(
             capture::defer(db, key);
             continue;
         }
-        let mut whole = false;
-        for d in dbs {
-            match stream_entries(ctx, d, &key) {
-                None => continue, // not a stream here: nothing of it changed
-                Some(n) if n < BIG_STREAM => {
-                    whole = true;
-                    continue;
-                }
-                Some(_) => {}
-            }
-            ctx.select_db(d);
+        let whole = in_each_big_stream_db(ctx, &dbs, &key, |d| {
             match group_state::read_back(ctx, &key, &group, &touched) {
                 Ok(Some(state)) => out.entry(d).or_default().push(state),
                 Ok(None) => {}
                 Err(group_state::Whole) => capture::defer(Some(d), key.clone()),
             }
-        }
-        ctx.select_db(0);
+        });
         if whole {
             capture::defer(db, key);
         }
@@ -739,17 +752,7 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
             _ => Vec::new(),
         };
         let ids = p.ids.as_deref().unwrap_or_default();
-        let mut whole = dbs.is_empty();
-        for d in dbs {
-            match stream_entries(ctx, d, &p.key) {
-                None => continue, // not a stream here: nothing of it changed
-                Some(n) if n < BIG_STREAM => {
-                    whole = true;
-                    continue;
-                }
-                Some(_) => {}
-            }
-            ctx.select_db(d);
+        let small = in_each_big_stream_db(ctx, &dbs, &p.key, |d| {
             match group_state::not_pending(ctx, &p.key, &p.group, ids) {
                 Ok(gone) if gone.is_empty() => {}
                 Ok(gone) => acks.entry(d).or_default().push(Effect::StreamAck {
@@ -759,9 +762,8 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
                 }),
                 Err(group_state::Whole) => capture::defer(Some(d), p.key.clone()),
             }
-        }
-        ctx.select_db(0);
-        if whole {
+        });
+        if dbs.is_empty() || small {
             capture::defer(p.db, p.key);
         }
     }
