@@ -1092,7 +1092,7 @@ fn a_stream_renamed_copied_or_moved_after_a_group_write_keeps_it() {
             "",
             ">",
         ];
-        let mut send_read = |a: &mut RawConn, key: &str| {
+        let send_read = |a: &mut RawConn, key: &str| {
             let mut args = read;
             args[7] = key;
             a.send(&args).unwrap();
