@@ -619,6 +619,36 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
             "9999-1",
         ]);
         a.cmd(&["XADD", "s", "100000-1", "f", "after-setid"]);
+        // Reads without a COUNT: everything after the cursor (the stream is walked back).
+        a.cmd(&["XADD", "s", "100001-1", "f", "v"]);
+        a.cmd(&["XADD", "s", "100002-1", "f", "v"]);
+        std::thread::sleep(Duration::from_millis(3));
+        let before_unbounded = appended(&mut a);
+        let all = a.cmd(&["XREADGROUP", "GROUP", "tail", "w2", "STREAMS", "s", ">"]);
+        assert_eq!(all.items()[0].items()[1].items().len(), 3, "{flavor:?}");
+        let noack = a.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g4",
+            "w3",
+            "NOACK",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
+        assert!(
+            noack.items()[0].items()[1].items().len() > 4000,
+            "{flavor:?}"
+        );
+        // ~200 entries: the walk back crosses several chunks.
+        a.cmd(&["XGROUP", "CREATE", "s", "g5", "4800-1"]);
+        let many = a.cmd(&["XREADGROUP", "GROUP", "g5", "w4", "STREAMS", "s", ">"]);
+        assert!(many.items()[0].items()[1].items().len() > 200, "{flavor:?}");
+        let unbounded_bytes = appended(&mut a) - before_unbounded;
+        assert!(
+            unbounded_bytes < 20_000,
+            "{flavor:?}: reads without a COUNT logged {unbounded_bytes} bytes"
+        );
         let mut c = server.conn();
         let state = |c: &mut Connection| {
             format!(

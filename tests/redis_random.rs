@@ -397,7 +397,10 @@ fn random_consumer_group_workloads_on_big_streams_survive_sigkill() {
                     0..=19 => s(&["XADD", &key, "*", "f", "new"]),
                     20..=44 => {
                         let count = rng.gen_range(1..5).to_string();
-                        let mut c = s(&["XREADGROUP", "GROUP", &group, &consumer, "COUNT", &count]);
+                        let mut c = s(&["XREADGROUP", "GROUP", &group, &consumer]);
+                        if rng.gen_bool(0.9) {
+                            c.extend(s(&["COUNT", &count])); // else all after the cursor
+                        }
                         if rng.gen_bool(0.1) {
                             c.push("NOACK".into());
                         }

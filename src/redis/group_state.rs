@@ -36,6 +36,10 @@ pub struct Touched {
     pub consumers: BTreeSet<Vec<u8>>,
     /// The sum of the `>` reads' COUNTs: at most this many entries were delivered.
     pub delivered_at_most: usize,
+    /// A `>` read without a COUNT ran: it delivered every entry after the old cursor, each
+    /// pending since this time or later (unless NOACK), so the stream is walked back from
+    /// the new cursor until an entry that is not.
+    pub delivered_since_ms: Option<i64>,
     pub claimed: BTreeSet<StreamId>,
     /// XAUTOCLAIM's start and how many pending entries it may examine from there (its
     /// COUNT times 10, t_stream.c `attempts_factor`): it claims some and drops those whose
@@ -51,6 +55,11 @@ const MAX_ID: StreamId = StreamId {
 /// The stream must be logged whole instead.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Whole;
+
+/// A walk back (`walk_back`) reads this many stream entries per XPENDING, and gives up
+/// (the stream is logged whole) after this many.
+const WALK_CHUNK: usize = 64;
+const MAX_WALK: usize = 16 * 1024;
 
 /// An XACK of more ids is logged as its stream's DUMP (one XPENDING per id).
 const MAX_IDS_READ: usize = 256;
@@ -112,6 +121,9 @@ pub fn read_back(
                 entries,
             });
         }
+    }
+    if let Some(since) = touched.delivered_since_ms {
+        ranges.push(walk_back(ctx, key, group, last_id, since)?);
     }
     for &id in &touched.claimed {
         let entries = pending_range(ctx, key, group, id, id, 1)?;
@@ -241,6 +253,61 @@ fn consumer_times(g: &[Reply], wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<Con
         }
     }
     Some(out)
+}
+
+/// The pending entries from `last` back to the first stream entry that is not pending since
+/// `since` (or the stream's first), in chunks: every entry a `>` read without a COUNT
+/// delivered lies after the old cursor, and each of those is pending since `since` (an
+/// earlier entry that also is only makes the range longer).
+fn walk_back(
+    ctx: Ctx,
+    key: &[u8],
+    group: &[u8],
+    last: StreamId,
+    since: i64,
+) -> Result<PelRange, Whole> {
+    let mut entries = Vec::new();
+    let (mut end, mut first, mut walked) = (last, last, 0);
+    let mut past_end = false;
+    loop {
+        let ids = ctx
+            .open_read(key)
+            .filter(|k| k.key_type() == KeyType::Stream)
+            .and_then(|k| k.stream_ids_back((end.ms, end.seq), WALK_CHUNK + usize::from(past_end)))
+            .ok_or(Whole)?;
+        let ids: Vec<StreamId> = ids
+            .into_iter()
+            .map(|(ms, seq)| StreamId { ms, seq })
+            .filter(|id| !(past_end && *id == end))
+            .collect();
+        let Some(&chunk_first) = ids.last() else {
+            break;
+        };
+        let limit = 2 * WALK_CHUNK + 8;
+        let rows = pending_range(ctx, key, group, chunk_first, end, limit)?;
+        if rows.len() >= limit {
+            return Err(Whole);
+        }
+        let recent = |id: &StreamId| rows.iter().any(|(i, p)| i == id && p.delivered_ms >= since);
+        let boundary = !ids.iter().all(recent);
+        entries.extend(rows);
+        first = chunk_first;
+        walked += ids.len();
+        if boundary {
+            break;
+        }
+        if walked >= MAX_WALK {
+            return Err(Whole);
+        }
+        (end, past_end) = (chunk_first, true);
+    }
+    entries.sort_by_key(|(id, _)| *id);
+    entries.dedup_by_key(|(id, _)| *id);
+    Ok(PelRange {
+        first,
+        last,
+        entries,
+    })
 }
 
 /// The pending entries of `group` from `first` to `last` (at most `limit`), with their

@@ -41,7 +41,7 @@ use super::ffi::{Ctx, FilterClient, KeyType};
 use super::group_state::{self, Touched};
 use crate::effect::{Effect, StreamId};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
 /// Silent writes of one kind: what the filter let through against what the server counts.
@@ -170,6 +170,8 @@ struct PendingGroupWrite {
     consumer: Vec<u8>,
     /// XREADGROUP: its COUNT; otherwise 0.
     delivered_at_most: usize,
+    /// XREADGROUP without a COUNT.
+    unbounded: bool,
     /// XCLAIM: the ids it names.
     claimed: Vec<StreamId>,
     /// XAUTOCLAIM: its start and how many pending entries it may examine.
@@ -225,6 +227,9 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
 /// `Streams::pending` or `group_writes` is not empty (read on every keyspace event,
 /// without the lock).
 static ACKS_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// The server's clock at the end of the last iteration's `before_sleep`.
+static LAST_SLEEP_MS: AtomicI64 = AtomicI64::new(0);
 
 /// A MULTI has been filtered since start (on a server whose filter cannot say whether a
 /// command is queued, a silent write may be queued only then).
@@ -347,6 +352,7 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
         group: group.to_vec(),
         consumer: consumer.to_vec(),
         delivered_at_most: 0,
+        unbounded: false,
         claimed: Vec::new(),
         scanned: None,
         spoiled: false,
@@ -431,7 +437,12 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
             return None; // something this module does not read the same way
         }
     }
-    let count = count.filter(|&n| n > 0 && n <= MAX_READ_BACK)?;
+    // No COUNT: everything after the cursor (`Touched::delivered_since_ms`).
+    let count = match count {
+        None => 0,
+        Some(n) if n > 0 && n <= MAX_READ_BACK => n,
+        Some(_) => return None,
+    };
     let rest = &args[i + 1..];
     if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return None;
@@ -444,6 +455,7 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
         keys.iter()
             .map(|k| PendingGroupWrite {
                 delivered_at_most: count,
+                unbounded: count == 0,
                 ..write(k, group, consumer)
             })
             .collect(),
@@ -613,6 +625,7 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
             group: group.clone(),
             consumer: consumer.clone(),
             delivered_at_most: *count,
+            unbounded: *count == 0,
             claimed: Vec::new(),
             scanned: None,
             spoiled: false,
@@ -679,6 +692,9 @@ pub fn before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     for (db, states) in group_states(ctx, databases, group_writes) {
         out.entry(db).or_default().extend(states);
     }
+    if let Some(now) = super::ffi::milliseconds() {
+        LAST_SLEEP_MS.store(now, Ordering::Relaxed);
+    }
     out
 }
 
@@ -697,6 +713,11 @@ fn group_states(
         let (touched, spoiled) = by_group.entry((w.db, w.key, w.group)).or_default();
         touched.consumers.insert(w.consumer);
         touched.delivered_at_most += w.delivered_at_most;
+        if w.unbounded {
+            // Delivered after the end of the last iteration; a second of margin for the
+            // wall clock (an earlier entry that counts as recent only lengthens the walk).
+            touched.delivered_since_ms = Some(LAST_SLEEP_MS.load(Ordering::Relaxed) - 1000);
+        }
         touched.claimed.extend(w.claimed);
         touched.scanned.extend(w.scanned);
         *spoiled |= w.spoiled;
