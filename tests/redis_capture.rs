@@ -640,6 +640,21 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
             noack.items()[0].items()[1].items().len() > 4000,
             "{flavor:?}"
         );
+        // History reads: the consumer's own pending entries get a new time and count.
+        std::thread::sleep(Duration::from_millis(3));
+        let hist = a.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c2",
+            "COUNT",
+            "3",
+            "STREAMS",
+            "s",
+            "0",
+        ]);
+        assert_eq!(hist.items()[0].items()[1].items().len(), 3, "{flavor:?}");
+        a.cmd(&["XREADGROUP", "GROUP", "g", "new", "STREAMS", "s", "0"]);
         // ~200 entries: the walk back crosses several chunks.
         a.cmd(&["XGROUP", "CREATE", "s", "g5", "4800-1"]);
         let many = a.cmd(&["XREADGROUP", "GROUP", "g5", "w4", "STREAMS", "s", ">"]);

@@ -45,6 +45,9 @@ pub struct Touched {
     /// COUNT times 10, t_stream.c `attempts_factor`): it claims some and drops those whose
     /// entries were deleted, all among them.
     pub scanned: Vec<(StreamId, usize)>,
+    /// XREADGROUP with an id: (consumer, from, its COUNT if any): it sets a new delivery
+    /// time and count on that consumer's first pending entries from there, and removes none.
+    pub histories: Vec<(Vec<u8>, StreamId, Option<usize>)>,
 }
 
 const MAX_ID: StreamId = StreamId {
@@ -55,6 +58,10 @@ const MAX_ID: StreamId = StreamId {
 /// The stream must be logged whole instead.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Whole;
+
+/// A history read without a COUNT is read back up to this many entries (else the stream
+/// is logged whole).
+const MAX_HISTORY: usize = 1024;
 
 /// A walk back (`walk_back`) reads this many stream entries per XPENDING, and gives up
 /// (the stream is logged whole) after this many.
@@ -111,7 +118,7 @@ pub fn read_back(
             // Room for entries pending from before whose stream entries were deleted: a
             // reply that fills it may have left out a delivered one.
             let limit = 2 * touched.delivered_at_most + 8;
-            let entries = pending_range(ctx, key, group, first, last_id, limit)?;
+            let entries = pending_range(ctx, key, group, first, last_id, limit, None)?;
             if entries.len() >= limit {
                 return Err(Whole);
             }
@@ -125,8 +132,22 @@ pub fn read_back(
     if let Some(since) = touched.delivered_since_ms {
         ranges.push(walk_back(ctx, key, group, last_id, since)?);
     }
+    for (consumer, from, at_most) in &touched.histories {
+        // Each entry as it is now, as a range of its own: the consumer's entries are spread
+        // among other consumers' in the group's PEL. One more than it can have changed.
+        let limit = at_most.unwrap_or(MAX_HISTORY) + 1;
+        let rows = pending_range(ctx, key, group, *from, MAX_ID, limit, Some(consumer))?;
+        if at_most.is_none() && rows.len() >= limit {
+            return Err(Whole); // without a COUNT it may have changed more than this
+        }
+        ranges.extend(rows.into_iter().map(|(id, p)| PelRange {
+            first: id,
+            last: id,
+            entries: vec![(id, p)],
+        }));
+    }
     for &id in &touched.claimed {
-        let entries = pending_range(ctx, key, group, id, id, 1)?;
+        let entries = pending_range(ctx, key, group, id, id, 1, None)?;
         ranges.push(PelRange {
             first: id,
             last: id,
@@ -137,7 +158,7 @@ pub fn read_back(
         // What it examined is among the first `examined` pending entries from `start` as
         // they were; those it dropped are gone, so the first `examined` now reach at least
         // as far.
-        let entries = pending_range(ctx, key, group, start, MAX_ID, examined)?;
+        let entries = pending_range(ctx, key, group, start, MAX_ID, examined, None)?;
         let last = match entries.len() >= examined {
             true => entries.last().map_or(MAX_ID, |(id, _)| *id),
             false => MAX_ID,
@@ -284,7 +305,7 @@ fn walk_back(
             break;
         };
         let limit = 2 * WALK_CHUNK + 8;
-        let rows = pending_range(ctx, key, group, chunk_first, end, limit)?;
+        let rows = pending_range(ctx, key, group, chunk_first, end, limit, None)?;
         if rows.len() >= limit {
             return Err(Whole);
         }
@@ -319,19 +340,21 @@ fn pending_range(
     first: StreamId,
     last: StreamId,
     limit: usize,
+    consumer: Option<&[u8]>,
 ) -> Result<Vec<(StreamId, Pending)>, Whole> {
     let last = match last == MAX_ID {
         true => "+".to_string(),
         false => last.to_string(),
     };
     let (first, limit) = (first.to_string(), limit.to_string());
-    let args: [&[u8]; 5] = [
+    let mut args: Vec<&[u8]> = vec![
         key,
         group,
         first.as_bytes(),
         last.as_bytes(),
         limit.as_bytes(),
     ];
+    args.extend(consumer);
     let (reply, now) = call_with_its_time(ctx, &args)?;
     let Reply::Array(rows) = reply else {
         return Err(Whole);

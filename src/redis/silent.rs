@@ -176,6 +176,8 @@ struct PendingGroupWrite {
     claimed: Vec<StreamId>,
     /// XAUTOCLAIM: its start and how many pending entries it may examine.
     scanned: Option<(StreamId, usize)>,
+    /// XREADGROUP with an id: the consumer's pending entries from there, and its COUNT.
+    history: Option<(StreamId, Option<usize>)>,
     /// Something other than XADD / XTRIM changed the key (or moved dbs) after it.
     spoiled: bool,
 }
@@ -355,6 +357,7 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
         unbounded: false,
         claimed: Vec::new(),
         scanned: None,
+        history: None,
         spoiled: false,
     };
     if name.eq_ignore_ascii_case(b"xclaim") {
@@ -448,18 +451,22 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
         return None;
     }
     let (keys, ids) = rest.split_at(rest.len() / 2);
-    if ids.iter().any(|id| *id != b">") {
-        return None;
-    }
-    Some(
-        keys.iter()
-            .map(|k| PendingGroupWrite {
+    keys.iter()
+        .zip(ids)
+        .map(|(k, id)| match *id {
+            b">" => Some(PendingGroupWrite {
                 delivered_at_most: count,
                 unbounded: count == 0,
                 ..write(k, group, consumer)
-            })
-            .collect(),
-    )
+            }),
+            // History: the consumer's own pending entries from there (t_stream.c
+            // streamReplyWithRangeFromConsumerPEL: times and counts change, none leaves).
+            id => Some(PendingGroupWrite {
+                history: Some((parse_ack_id(id)?, (count > 0).then_some(count))),
+                ..write(k, group, consumer)
+            }),
+        })
+        .collect()
 }
 
 /// The filter let a command through (it may still be refused by the server, queued or
@@ -522,7 +529,7 @@ pub fn note_command<'a>(
             ACKS_PENDING.store(true, Ordering::Relaxed);
             let db = client.map(|c| c.db);
             for w in writes {
-                if blocks {
+                if blocks && w.history.is_none() {
                     let reader = (w.group.clone(), w.consumer.clone(), w.delivered_at_most);
                     s.blocked_readers
                         .entry(w.key.clone())
@@ -628,6 +635,7 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
             unbounded: *count == 0,
             claimed: Vec::new(),
             scanned: None,
+            history: None,
             spoiled: false,
         })
         .collect();
@@ -711,6 +719,9 @@ fn group_states(
     let mut by_group: BTreeMap<GroupOf, (Touched, bool)> = BTreeMap::new();
     for w in writes {
         let (touched, spoiled) = by_group.entry((w.db, w.key, w.group)).or_default();
+        if let Some((from, at_most)) = w.history {
+            touched.histories.push((w.consumer.clone(), from, at_most));
+        }
         touched.consumers.insert(w.consumer);
         touched.delivered_at_most += w.delivered_at_most;
         if w.unbounded {
@@ -720,6 +731,7 @@ fn group_states(
         }
         touched.claimed.extend(w.claimed);
         touched.scanned.extend(w.scanned);
+
         *spoiled |= w.spoiled;
     }
     let mut out: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
