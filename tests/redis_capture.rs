@@ -351,6 +351,17 @@ fn group_and_function_writes_run_in_a_later_iteration_survive_sigkill() {
 }
 
 /// XADDs entries `1-1` ..= `n-1` (field `f`, value `<prefix><i>`) to `key`, pipelined.
+/// A module server holding stream `s` of 5000 entries (`1-1` .. `5000-1`) and group `g`
+/// from its start; the directory lives as long as the returned `TestDir`.
+fn server_with_big_stream(flavor: Flavor, name: &str) -> (TestDir, Server, RawConn) {
+    let dir = TestDir::new(name);
+    let server = ServerSpec::module(flavor, &dir).start();
+    let mut a = RawConn::connect(server.spec.port);
+    add_entries(&mut a, "s", 5000, "v");
+    a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
+    (dir, server, a)
+}
+
 /// XACK on a big stream logs the ids it acknowledges (a `stream-ack` record), not the
 /// stream: under 200 bytes each. One refused by ACL after the filter let it through, and
 /// one queued in MULTI, change nothing that the log does not know. After SIGKILL the
@@ -358,12 +369,8 @@ fn group_and_function_writes_run_in_a_later_iteration_survive_sigkill() {
 #[test]
 fn xack_on_a_big_stream_logs_its_ids_and_survives_sigkill() {
     for flavor in FLAVORS {
-        let dir = TestDir::new("xack-big");
-        let server = ServerSpec::module(flavor, &dir).start();
+        let (_dir, server, mut a) = server_with_big_stream(flavor, "xack-big");
         let port = server.spec.port;
-        let mut a = RawConn::connect(port);
-        add_entries(&mut a, "s", 5000, "v");
-        a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
         a.cmd(&[
             "XREADGROUP",
             "GROUP",
@@ -449,12 +456,8 @@ fn xack_on_a_big_stream_logs_its_ids_and_survives_sigkill() {
 #[test]
 fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigkill() {
     for flavor in FLAVORS {
-        let dir = TestDir::new("group-state");
-        let server = ServerSpec::module(flavor, &dir).start();
+        let (_dir, server, mut a) = server_with_big_stream(flavor, "group-state");
         let port = server.spec.port;
-        let mut a = RawConn::connect(port);
-        add_entries(&mut a, "s", 5000, "v");
-        a.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
         a.cmd(&["XGROUP", "CREATE", "s", "other", "0"]);
         let read = |a: &mut RawConn, consumer: &str, count: &str, noack: bool| {
             let mut args = vec!["XREADGROUP", "GROUP", "g", consumer, "COUNT", count];
