@@ -675,21 +675,13 @@ fn xreadgroup_and_xclaim_on_a_big_stream_log_their_group_state_and_survive_sigki
             )
         };
         let state_before = state(&mut c);
-        let server = server.kill9().start();
-        let mut c = server.conn();
-        assert_same_text(
-            &state(&mut c),
-            &state_before,
-            &format!("{flavor:?} after SIGKILL"),
-        );
-        // And again after a restart that replays the records the warm-up folded.
-        let server = server.kill9().start();
-        let mut c = server.conn();
-        assert_same_text(
-            &state(&mut c),
-            &state_before,
-            &format!("{flavor:?} after a second SIGKILL"),
-        );
+        // The second restart replays the records the first one's warm-up folded.
+        let mut server = server;
+        for when in ["after SIGKILL", "after a second SIGKILL"] {
+            server = server.kill9().start();
+            let mut c = server.conn();
+            assert_same_text(&state(&mut c), &state_before, &format!("{flavor:?} {when}"));
+        }
     }
 }
 
