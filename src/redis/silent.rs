@@ -159,31 +159,47 @@ struct PendingAck {
     spoiled: bool,
 }
 
-/// An XREADGROUP `>` with a COUNT and no BLOCK, an XCLAIM of ids this module parses, or
-/// an XAUTOCLAIM, that the filter let through in this iteration, not queued in MULTI: on a big stream its
-/// group is read back at the iteration's end (`group_state`) instead of the stream's DUMP.
-/// Whether it ran, or was refused, does not matter: the record is the group's state.
+/// An XREADGROUP, an XCLAIM of ids this module parses, or an XAUTOCLAIM, that the filter
+/// let through in this iteration, not queued in MULTI: on a big stream its group is read
+/// back at the iteration's end (`group_state`) instead of the stream's DUMP. Whether it
+/// ran, or was refused, does not matter: the record is the group's state.
 struct PendingGroupWrite {
     db: Option<u32>,
     key: Vec<u8>,
     group: Vec<u8>,
     consumer: Vec<u8>,
-    /// XREADGROUP: its COUNT; otherwise 0.
-    delivered_at_most: usize,
-    /// XREADGROUP without a COUNT.
-    unbounded: bool,
-    /// XCLAIM: the ids it names.
-    claimed: Vec<StreamId>,
-    /// XAUTOCLAIM: its start and how many pending entries it may examine.
-    scanned: Option<(StreamId, usize)>,
-    /// XREADGROUP with an id: the consumer's pending entries from there, and its COUNT.
-    history: Option<(StreamId, Option<usize>)>,
+    touch: Touch,
     /// Something other than XADD / XTRIM changed the key (or moved dbs) after it.
     spoiled: bool,
 }
 
+/// The pending entries a group write may have changed.
+enum Touch {
+    /// XREADGROUP `>`: its COUNT (`None`: everything after the cursor).
+    Read(Option<usize>),
+    /// XREADGROUP with an id: the consumer's pending entries from there, and its COUNT.
+    History(StreamId, Option<usize>),
+    /// XCLAIM: the ids it names.
+    Claim(Vec<StreamId>),
+    /// XAUTOCLAIM: its start and how many pending entries it may examine.
+    AutoClaim(StreamId, usize),
+}
+
+impl PendingGroupWrite {
+    fn new(key: &[u8], group: &[u8], consumer: &[u8], touch: Touch) -> PendingGroupWrite {
+        PendingGroupWrite {
+            db: None,
+            key: key.to_vec(),
+            group: group.to_vec(),
+            consumer: consumer.to_vec(),
+            touch,
+            spoiled: false,
+        }
+    }
+}
+
 /// (group, consumer, COUNT) of an XREADGROUP `>` blocked on a stream.
-type BlockedReader = (Vec<u8>, Vec<u8>, usize);
+type BlockedReader = (Vec<u8>, Vec<u8>, Option<usize>);
 
 struct Streams {
     /// XACK, and the other three, each against the server's counts.
@@ -196,7 +212,8 @@ struct Streams {
     acks_now: u64,
     /// The other three let through in this iteration.
     others_now: u64,
-    /// XREADGROUPs and XCLAIMs of this iteration that may be logged as their group's state.
+    /// XREADGROUPs, XCLAIMs and XAUTOCLAIMs of this iteration that may be logged as their
+    /// group's state.
     group_writes: Vec<PendingGroupWrite>,
     /// Streams a write that may still be queued names (no db: every db where it is a stream).
     queued: BTreeSet<Vec<u8>>,
@@ -228,7 +245,7 @@ static STREAMS: Mutex<Streams> = Mutex::new(Streams {
 
 /// `Streams::pending` or `group_writes` is not empty (read on every keyspace event,
 /// without the lock).
-static ACKS_PENDING: AtomicBool = AtomicBool::new(false);
+static WRITES_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// The server's clock at the end of the last iteration's `before_sleep`.
 static LAST_SLEEP_MS: AtomicI64 = AtomicI64::new(0);
@@ -282,7 +299,7 @@ pub fn settled(ctx: Ctx) {
     s.others.settle(others);
     s.pending.clear();
     s.group_writes.clear();
-    ACKS_PENDING.store(false, Ordering::Relaxed);
+    WRITES_PENDING.store(false, Ordering::Relaxed);
     s.own_acks = 0;
     s.acks_now = 0;
     s.others_now = 0;
@@ -344,22 +361,11 @@ fn parse_ack_id(arg: &[u8]) -> Option<StreamId> {
     })
 }
 
-/// The group writes of an XREADGROUP `>` with a COUNT and no BLOCK (one per stream), of
-/// an XCLAIM whose ids all parse, ending at an option XCLAIM knows, or of an XAUTOCLAIM
-/// whose start and COUNT parse; `None` for any other form (its streams are logged whole).
+/// The group writes of an XREADGROUP whose ids parse and whose COUNT is at most
+/// `MAX_READ_BACK` (one per stream; blocking or not), of an XCLAIM whose ids all parse,
+/// ending at an option XCLAIM knows, or of an XAUTOCLAIM whose start and COUNT parse;
+/// `None` for any other form (its streams are logged whole).
 fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> {
-    let write = |key: &[u8], group: &[u8], consumer: &[u8]| PendingGroupWrite {
-        db: None,
-        key: key.to_vec(),
-        group: group.to_vec(),
-        consumer: consumer.to_vec(),
-        delivered_at_most: 0,
-        unbounded: false,
-        claimed: Vec::new(),
-        scanned: None,
-        history: None,
-        spoiled: false,
-    };
     if name.eq_ignore_ascii_case(b"xclaim") {
         // XCLAIM key group consumer min-idle-time id [id ...] [IDLE ms] [TIME ms] ...
         let (key, group, consumer) = (args.first()?, args.get(1)?, args.get(2)?);
@@ -379,10 +385,12 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
             .iter()
             .filter_map(|a| parse_ack_id(a))
             .collect();
-        return Some(vec![PendingGroupWrite {
-            claimed: ids,
-            ..write(key, group, consumer)
-        }]);
+        return Some(vec![PendingGroupWrite::new(
+            key,
+            group,
+            consumer,
+            Touch::Claim(ids),
+        )]);
     }
     if name.eq_ignore_ascii_case(b"xautoclaim") {
         // XAUTOCLAIM key group consumer min-idle-time start [COUNT count] [JUSTID]
@@ -406,10 +414,12 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
         if count == 0 || count > MAX_READ_BACK {
             return None;
         }
-        return Some(vec![PendingGroupWrite {
-            scanned: Some((start, count * 10)),
-            ..write(key, group, consumer)
-        }]);
+        return Some(vec![PendingGroupWrite::new(
+            key,
+            group,
+            consumer,
+            Touch::AutoClaim(start, count * 10),
+        )]);
     }
     if !name.eq_ignore_ascii_case(b"xreadgroup") {
         return None;
@@ -441,11 +451,9 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
         }
     }
     // No COUNT: everything after the cursor (`Touched::delivered_since_ms`).
-    let count = match count {
-        None => 0,
-        Some(n) if n > 0 && n <= MAX_READ_BACK => n,
-        Some(_) => return None,
-    };
+    if count.is_some_and(|n| n == 0 || n > MAX_READ_BACK) {
+        return None;
+    }
     let rest = &args[i + 1..];
     if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return None;
@@ -453,26 +461,23 @@ fn readable_back(name: &[u8], args: &[&[u8]]) -> Option<Vec<PendingGroupWrite>> 
     let (keys, ids) = rest.split_at(rest.len() / 2);
     keys.iter()
         .zip(ids)
-        .map(|(k, id)| match *id {
-            b">" => Some(PendingGroupWrite {
-                delivered_at_most: count,
-                unbounded: count == 0,
-                ..write(k, group, consumer)
-            }),
-            // History: the consumer's own pending entries from there (t_stream.c
-            // streamReplyWithRangeFromConsumerPEL: times and counts change, none leaves).
-            id => Some(PendingGroupWrite {
-                history: Some((parse_ack_id(id)?, (count > 0).then_some(count))),
-                ..write(k, group, consumer)
-            }),
+        .map(|(k, id)| {
+            let touch = match *id {
+                b">" => Touch::Read(count),
+                // History: the consumer's own pending entries from there (t_stream.c
+                // streamReplyWithRangeFromConsumerPEL: times and counts change, none leaves).
+                id => Touch::History(parse_ack_id(id)?, count),
+            };
+            Some(PendingGroupWrite::new(k, group, consumer, touch))
         })
         .collect()
 }
 
 /// The filter let a command through (it may still be refused by the server, queued or
-/// blocked). XACK waits for the end of the iteration (`before_sleep`); the other
-/// consumer-group commands' streams are logged whole then, and stay watched if the
-/// command may run later. `client`: its client's MULTI state and db (`None`: the server
+/// blocked). Each consumer-group command waits for the end of the iteration
+/// (`before_sleep`): then its group is read back, or its streams are logged whole (a form
+/// that cannot be read back, or one queued in MULTI); they stay watched if the command
+/// may run later. `client`: its client's MULTI state and db (`None`: the server
 /// cannot say, as on Redis 7.0).
 pub fn note_command<'a>(
     name: &[u8],
@@ -509,7 +514,7 @@ pub fn note_command<'a>(
             s.fresh_queued.extend(keys.iter().cloned());
             s.queued.extend(keys.iter().cloned());
         }
-        ACKS_PENDING.store(true, Ordering::Relaxed);
+        WRITES_PENDING.store(true, Ordering::Relaxed);
         s.pending.push(PendingAck {
             db: client.map(|c| c.db),
             key: args.first().map(|k| k.to_vec()).unwrap_or_default(),
@@ -526,11 +531,11 @@ pub fn note_command<'a>(
     let in_multi = client.is_some_and(|c| c.in_multi);
     match (in_multi, readable_back(name, &args)) {
         (false, Some(writes)) => {
-            ACKS_PENDING.store(true, Ordering::Relaxed);
+            WRITES_PENDING.store(true, Ordering::Relaxed);
             let db = client.map(|c| c.db);
             for w in writes {
-                if blocks && w.history.is_none() {
-                    let reader = (w.group.clone(), w.consumer.clone(), w.delivered_at_most);
+                if let (true, Touch::Read(count)) = (blocks, &w.touch) {
+                    let reader = (w.group.clone(), w.consumer.clone(), *count);
                     s.blocked_readers
                         .entry(w.key.clone())
                         .or_default()
@@ -576,7 +581,7 @@ pub fn note_own_ack() {
 /// unless the event only added or trimmed entries, which leave the groups alone, or is a
 /// consumer that a group write itself created (the state read back has it).
 pub fn note_event(event: &[u8], key: &[u8]) {
-    if !ACKS_PENDING.load(Ordering::Relaxed)
+    if !WRITES_PENDING.load(Ordering::Relaxed)
         || matches!(event, b"xadd" | b"xtrim" | b"xgroup-createconsumer")
     {
         return;
@@ -593,13 +598,13 @@ pub fn note_event(event: &[u8], key: &[u8]) {
 /// Whether a consumer-group write of this iteration, or one that may still run from a
 /// queue, has not been logged yet.
 pub fn group_writes_outstanding() -> bool {
-    ACKS_PENDING.load(Ordering::Relaxed) || !streams().queued.is_empty()
+    WRITES_PENDING.load(Ordering::Relaxed) || !streams().queued.is_empty()
 }
 
 /// An XREADGROUP, XCLAIM or XAUTOCLAIM of this iteration on `key` will have its group's
 /// state read back (unless something spoils it: then the stream is logged whole).
 pub fn group_write_pending(key: &[u8]) -> bool {
-    ACKS_PENDING.load(Ordering::Relaxed) && streams().group_writes.iter().any(|w| w.key == key)
+    WRITES_PENDING.load(Ordering::Relaxed) && streams().group_writes.iter().any(|w| w.key == key)
 }
 
 /// SWAPDB: an XACK of this iteration may now name a stream in another db.
@@ -628,18 +633,10 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
         .iter()
         .map(|(group, consumer, count)| PendingGroupWrite {
             db: Some(db),
-            key: key.to_vec(),
-            group: group.clone(),
-            consumer: consumer.clone(),
-            delivered_at_most: *count,
-            unbounded: *count == 0,
-            claimed: Vec::new(),
-            scanned: None,
-            history: None,
-            spoiled: false,
+            ..PendingGroupWrite::new(key, group, consumer, Touch::Read(*count))
         })
         .collect();
-    ACKS_PENDING.store(true, Ordering::Relaxed);
+    WRITES_PENDING.store(true, Ordering::Relaxed);
     s.group_writes.extend(writes);
 }
 
@@ -648,6 +645,16 @@ pub fn note_stream_write(db: u32, key: &[u8]) {
 pub fn is_big_stream(ctx: Ctx, key: &[u8]) -> bool {
     ctx.open_read(key)
         .is_some_and(|k| k.key_type() == KeyType::Stream && k.len() >= BIG_STREAM)
+}
+
+/// The dbs in which to read a group write's stream back: its client's, or every db where
+/// the server cannot say (none above `MAX_DBS_SEARCHED`: the stream is logged whole).
+fn dbs_to_read(db: Option<u32>, databases: u32) -> Vec<u32> {
+    match db {
+        Some(db) => vec![db],
+        None if databases <= MAX_DBS_SEARCHED => (0..databases).collect(),
+        None => Vec::new(),
+    }
 }
 
 /// Runs `read` with each of `dbs` selected where `key` is a big stream; whether some db
@@ -681,11 +688,6 @@ fn stream_entries(ctx: Ctx, db: u32, key: &[u8]) -> Option<usize> {
     len
 }
 
-/// The number of entries of the stream `key` in `db` (0 if it is not a stream).
-fn stream_len(ctx: Ctx, db: u32, key: &[u8]) -> usize {
-    stream_entries(ctx, db, key).unwrap_or(0)
-}
-
 /// End of an event-loop iteration, before the deferred keys are logged. Each XACK of this
 /// iteration on a big stream is logged as the `StreamAck` of its ids that are not pending
 /// now, each XREADGROUP / XCLAIM / XAUTOCLAIM that can be read back as its group's state
@@ -706,7 +708,8 @@ pub fn before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     out
 }
 
-/// The group state each XREADGROUP / XCLAIM of this iteration left, read back from a big
+/// The group state each group write (XREADGROUP, XCLAIM, XAUTOCLAIM) of this iteration
+/// left, read back from a big
 /// stream (`group_state`); a small stream, a write something else changed the key after,
 /// or a state that cannot be read exactly is logged as the stream's DUMP. On Redis 7.0
 /// (no db in the filter) every db where the key is a stream is read.
@@ -719,28 +722,27 @@ fn group_states(
     let mut by_group: BTreeMap<GroupOf, (Touched, bool)> = BTreeMap::new();
     for w in writes {
         let (touched, spoiled) = by_group.entry((w.db, w.key, w.group)).or_default();
-        if let Some((from, at_most)) = w.history {
-            touched.histories.push((w.consumer.clone(), from, at_most));
-        }
-        touched.consumers.insert(w.consumer);
-        touched.delivered_at_most += w.delivered_at_most;
-        if w.unbounded {
+        match w.touch {
+            Touch::Read(Some(n)) => touched.delivered_at_most += n,
             // Delivered after the end of the last iteration; a second of margin for the
             // wall clock (an earlier entry that counts as recent only lengthens the walk).
-            touched.delivered_since_ms = Some(LAST_SLEEP_MS.load(Ordering::Relaxed) - 1000);
+            Touch::Read(None) => {
+                touched.delivered_since_ms = Some(LAST_SLEEP_MS.load(Ordering::Relaxed) - 1000)
+            }
+            Touch::History(from, count) => {
+                touched.histories.push((w.consumer.clone(), from, count))
+            }
+            Touch::Claim(ids) => touched.claimed.extend(ids),
+            Touch::AutoClaim(start, examined) => touched.scanned.push((start, examined)),
         }
-        touched.claimed.extend(w.claimed);
-        touched.scanned.extend(w.scanned);
-
+        touched.consumers.insert(w.consumer);
         *spoiled |= w.spoiled;
     }
     let mut out: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
     for ((db, key, group), (touched, spoiled)) in by_group {
-        let dbs: Vec<u32> = match db {
-            _ if spoiled || touched.delivered_at_most > MAX_READ_BACK => Vec::new(),
-            Some(db) => vec![db],
-            None if databases <= MAX_DBS_SEARCHED => (0..databases).collect(),
-            None => Vec::new(),
+        let dbs = match spoiled || touched.delivered_at_most > MAX_READ_BACK {
+            true => Vec::new(),
+            false => dbs_to_read(db, databases),
         };
         if dbs.is_empty() {
             capture::defer(db, key);
@@ -772,17 +774,14 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
         s.blocked_readers.clear();
     }
     let pending = std::mem::take(&mut s.pending);
-    ACKS_PENDING.store(false, Ordering::Relaxed);
+    WRITES_PENDING.store(false, Ordering::Relaxed);
     let acks_now = std::mem::take(&mut s.acks_now) + std::mem::take(&mut s.own_acks);
     let others_now = std::mem::take(&mut s.others_now);
     let mut acks: BTreeMap<u32, Vec<Effect>> = BTreeMap::new();
     for p in pending {
-        let dbs: Vec<u32> = match (&p.ids, p.db) {
-            (Some(_), Some(db)) if !p.spoiled => vec![db],
-            (Some(_), None) if !p.spoiled && databases <= MAX_DBS_SEARCHED => {
-                (0..databases).collect()
-            }
-            _ => Vec::new(),
+        let dbs = match p.spoiled || p.ids.is_none() {
+            true => Vec::new(),
+            false => dbs_to_read(p.db, databases),
         };
         let ids = p.ids.as_deref().unwrap_or_default();
         let small = in_each_big_stream_db(ctx, &dbs, &p.key, |d| {
@@ -803,7 +802,8 @@ fn acks_before_sleep(ctx: Ctx, databases: u32) -> BTreeMap<u32, Vec<Effect>> {
     let fresh = std::mem::take(&mut s.fresh_queued);
     let big_fresh = || {
         fresh.iter().any(|k| {
-            (0..databases.min(MAX_DBS_SEARCHED)).any(|db| stream_len(ctx, db, k) >= BIG_STREAM)
+            (0..databases.min(MAX_DBS_SEARCHED))
+                .any(|db| stream_entries(ctx, db, k).is_some_and(|n| n >= BIG_STREAM))
         })
     };
     // The counts are read only when a write may have been queued: an EXEC while one may
