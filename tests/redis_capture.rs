@@ -1175,3 +1175,65 @@ fn a_stream_renamed_copied_or_moved_after_a_group_write_keeps_it() {
         );
     }
 }
+
+/// A history read and a claim into its consumer's range in the same iteration: the read
+/// back of the history counts the consumer's entries from its start, and the claimed ones
+/// would push one it changed out of that count; the stream is logged whole instead, and
+/// after SIGKILL every delivery count and time is what it was.
+#[test]
+fn a_history_read_and_a_claim_in_one_iteration_survive_sigkill() {
+    for flavor in FLAVORS {
+        let (_dir, server, mut a) = server_with_big_stream(flavor, "history-claim");
+        let read = |a: &mut RawConn, consumer: &str, id: &str| {
+            a.cmd(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                consumer,
+                "COUNT",
+                "2",
+                "STREAMS",
+                "s",
+                id,
+            ]);
+        };
+        read(&mut a, "c", ">"); // c: 1-1, 2-1
+        read(&mut a, "d", ">"); // d: 3-1, 4-1
+        a.cmd(&["XCLAIM", "s", "g", "d", "0", "2-1"]); // c: 1-1; d: 2-1, 3-1, 4-1
+        read(&mut a, "c", ">"); // c: 1-1, 5-1, 6-1
+        std::thread::sleep(Duration::from_millis(3));
+        // One iteration: c's history changes 1-1 and 5-1; then 2-1 and 3-1 move to c.
+        a.send(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "s",
+            "0",
+        ])
+        .unwrap();
+        a.send(&["XCLAIM", "s", "g", "c", "0", "2-1", "3-1"])
+            .unwrap();
+        a.read().unwrap();
+        a.read().unwrap();
+        let state =
+            |a: &mut RawConn| format!("{:?}", a.cmd(&["XPENDING", "s", "g", "-", "+", "100"]));
+        let full = |a: &mut RawConn| {
+            format!(
+                "{:?}",
+                a.cmd(&["XINFO", "STREAM", "s", "FULL", "COUNT", "0"])
+            )
+        };
+        let (pending, before) = (state(&mut a), full(&mut a));
+        assert!(
+            pending.contains("Int(2)"),
+            "{flavor:?}: a delivery count of 2: {pending}"
+        );
+        let server = server.kill9().start();
+        let mut a = RawConn::connect(server.spec.port);
+        assert_same_text(&full(&mut a), &before, &format!("{flavor:?} after SIGKILL"));
+    }
+}

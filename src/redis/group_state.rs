@@ -82,9 +82,11 @@ pub fn read_back(
     group: &[u8],
     touched: &Touched,
 ) -> Result<Option<Effect>, Whole> {
-    if !touched.scanned.is_empty() && !touched.claimed.is_empty() {
-        // An XCLAIM FORCE may have added entries inside what an XAUTOCLAIM examined, so
-        // its range could end short of an entry it dropped.
+    let (claims, scans) = (!touched.claimed.is_empty(), !touched.scanned.is_empty());
+    if (claims && scans) || (!touched.histories.is_empty() && (claims || scans)) {
+        // A claim (XCLAIM, FORCE too, or XAUTOCLAIM) may have added entries inside what an
+        // XAUTOCLAIM examined or a history read changed, so that range, counted from its
+        // start, could end short of an entry it dropped or changed.
         return Err(Whole);
     }
     let info = ctx.call("XINFO", &[b"STREAM", key, b"FULL", b"COUNT", b"1"]);
