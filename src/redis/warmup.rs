@@ -762,28 +762,26 @@ fn insert_range(
 /// they stay records: acks are replayed with XACK, a stream-group record fails (its times
 /// and owners no command can set), and the reason is logged.
 fn with_groups_folded(ctx: Ctx, key: &[u8], entry: StoredEntry) -> StoredEntry {
-    let StoredValue::Stream {
-        dump: Some(dump),
-        ops,
-    } = &entry.value
+    let StoredEntry {
+        value: StoredValue::Stream {
+            dump: Some(dump),
+            ops,
+        },
+        expire_at_ms,
+    } = entry
     else {
         return entry;
     };
-    if !ops.iter().any(stream_dump::is_group_op) {
-        return entry;
-    }
-    match stream_dump::fold(dump, ops) {
-        Ok(folded) => StoredEntry {
-            value: StoredValue::Stream {
-                dump: Some(folded),
-                ops: ops
-                    .iter()
-                    .filter(|op| !stream_dump::is_group_op(op))
-                    .cloned()
-                    .collect(),
-            },
-            expire_at_ms: entry.expire_at_ms,
-        },
+    let folded = match ops.iter().any(stream_dump::is_group_op) {
+        false => Ok(None),
+        true => stream_dump::fold(&dump, &ops).map(Some),
+    };
+    let (dump, ops) = match folded {
+        Ok(None) => (dump, ops),
+        Ok(Some(folded)) => {
+            let ops = ops.into_iter().filter(|op| !stream_dump::is_group_op(op));
+            (folded, ops.collect())
+        }
         Err(e) => {
             ctx.log(
                 "warning",
@@ -792,8 +790,15 @@ fn with_groups_folded(ctx: Ctx, key: &[u8], entry: StoredEntry) -> StoredEntry {
                     String::from_utf8_lossy(key)
                 ),
             );
-            entry
+            (dump, ops)
         }
+    };
+    StoredEntry {
+        value: StoredValue::Stream {
+            dump: Some(dump),
+            ops,
+        },
+        expire_at_ms,
     }
 }
 
