@@ -721,6 +721,17 @@ fn xack_changes_only_the_stream_of_its_own_db() {
             })
             .collect::<Vec<_>>()
     };
+    let kill_and_compare = |server: Server, what: &str| {
+        let before = state(server.spec.port);
+        let server = server.kill9().start();
+        assert_eq!(
+            state(server.spec.port),
+            before,
+            "{:?}: {what}",
+            server.spec.flavor
+        );
+        server
+    };
     for flavor in FLAVORS {
         let dir = TestDir::new("xack-dbs");
         let server = ServerSpec::module(flavor, &dir).start();
@@ -731,24 +742,12 @@ fn xack_changes_only_the_stream_of_its_own_db() {
         assert_eq!(a.cmd(&["XACK", "s", "g", "1-1"]).int(), Some(0));
         a.cmd(&["SELECT", "0"]);
         assert_eq!(a.cmd(&["XACK", "s", "g", "3-1"]).int(), Some(1));
-        let before = state(server.spec.port);
-        let server = server.kill9().start();
-        assert_eq!(
-            state(server.spec.port),
-            before,
-            "{flavor:?}: an XACK from a db without the stream"
-        );
+        let server = kill_and_compare(server, "an XACK from a db without the stream");
         // A second stream of the same name in db 7; XACK in db 7.
         let mut a = RawConn::connect(server.spec.port);
         fill(&mut a, "7");
         assert_eq!(a.cmd(&["XACK", "s", "g", "2-1"]).int(), Some(1));
-        let before = state(server.spec.port);
-        let server = server.kill9().start();
-        assert_eq!(
-            state(server.spec.port),
-            before,
-            "{flavor:?}: an XACK on one of two streams of the same name"
-        );
+        kill_and_compare(server, "an XACK on one of two streams of the same name");
     }
 }
 
